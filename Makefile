@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Each creates the virtual environment in .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/heartbeat: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/heartbeat
+	$(BIN)/heartbeat demo
+
+test: $(BIN)/heartbeat
+	$(BIN)/ruff check heartbeat tests bench
+	$(BIN)/ruff format --check heartbeat tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(BIN)/heartbeat
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/checkin_cpu.py
+	$(BIN)/python bench/scale.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

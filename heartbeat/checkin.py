@@ -1,0 +1,38 @@
+"""``heartbeat check-in ID...``: one check-in per job, one line per job, an exit code.
+
+Exit 0 when every job checked in, 1 when any was not found (and nothing else went
+wrong), 2 when anything else failed (an invalid id, a server error, no connection).
+"""
+
+from __future__ import annotations
+
+from heartbeat.client import Client
+from heartbeat.config import Config
+from heartbeat.errors import InvalidJobId
+from heartbeat.jobid import printable, validate_job_id
+from heartbeat.outcomes import NotFound, Success, describe
+
+
+async def check_in_once(config: Config, ids: list[str]) -> int:
+    not_found = failed = False
+    async with Client(config.elasticsearch, max_in_flight=1) as client:
+        for job_id in ids:
+            shown = printable(job_id)
+            try:
+                validate_job_id(job_id)
+            except InvalidJobId as exc:
+                print(f"invalid    {shown}: {exc}")
+                failed = True
+                continue
+            outcome = await client.check_in(job_id)
+            if isinstance(outcome, Success):
+                print(f"ok         {shown}")
+            elif isinstance(outcome, NotFound):
+                print(f"not_found  {shown}: {outcome.reason}")
+                not_found = True
+            else:
+                print(f"failed     {shown}: {describe(outcome)}: {outcome.reason}")
+                failed = True
+    if failed:
+        return 2
+    return 1 if not_found else 0

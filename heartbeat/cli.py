@@ -1,0 +1,180 @@
+"""The command line: ``heartbeat run | check-in | validate | emulator | demo``.
+
+Owns argument parsing, exit codes and turning a :class:`ConfigError` into one line
+and status 78. Everything else is delegated.
+
+Exit codes: 0 success / clean stop; 1 ``check-in``: a job was not found; 2 usage
+error, or ``check-in``: any other failure; 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from heartbeat import config as configuration
+from heartbeat import logs
+from heartbeat._version import __version__
+from heartbeat.errors import EX_CONFIG, ConfigError, InvalidJobId
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_FAILED = 2
+
+DESCRIPTION = """\
+Keeps Elasticsearch connector sync jobs alive: checks each watched job in
+(PUT _connector/_sync_job/<id>/_check_in) well before the 300 s idle rule fails it.
+"""
+
+EPILOG = """\
+configuration: --config PATH, else $HEARTBEAT_CONFIG, else /etc/heartbeat/heartbeat.toml;
+every key can be overridden as HEARTBEAT_<SECTION>__<KEY> (HEARTBEAT_ELASTICSEARCH__API_KEY).
+exit codes: 0 ok, 1 check-in: job not found, 2 failure or usage error, 78 config error.
+"""
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML configuration file (default: $HEARTBEAT_CONFIG or "
+        "/etc/heartbeat/heartbeat.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heartbeat",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"heartbeat {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the daemon until SIGTERM (SIGHUP reloads)")
+    _config_arg(run)
+    run.add_argument(
+        "--job",
+        metavar="ID",
+        action="append",
+        default=[],
+        help="also watch this sync job id (repeatable)",
+    )
+
+    check_in = commands.add_parser(
+        "check-in", help="check the given jobs in once and report (exit 0 / 1 / 2)"
+    )
+    _config_arg(check_in)
+    check_in.add_argument("ids", metavar="ID", nargs="+", help="sync job ids")
+
+    validate = commands.add_parser(
+        "validate", help="check the configuration and print it, secrets redacted"
+    )
+    _config_arg(validate)
+
+    emulator = commands.add_parser(
+        "emulator", help="serve the built-in Elasticsearch sync-job emulator"
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=9200, help="port (default 9200)")
+    emulator.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="require 'Authorization: ApiKey <contents of PATH>' "
+        "(or set $HEARTBEAT_EMULATOR_API_KEY)",
+    )
+
+    demo = commands.add_parser(
+        "demo", help="watch a few jobs on the built-in emulator for about 20 s"
+    )
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    return parser
+
+
+def _load(path: str | None) -> tuple[configuration.Config, Path]:
+    resolved = configuration.config_path(path, os.environ)
+    return configuration.load(resolved), resolved
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from heartbeat.daemon import serve
+    from heartbeat.jobid import validate_job_id
+
+    config, path = _load(args.config)
+    for job_id in args.job:
+        try:
+            validate_job_id(job_id)
+        except InvalidJobId as exc:
+            print(f"heartbeat: --job: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    logs.configure(format=config.logging.format, level=config.logging.level)
+    return anyio.run(lambda: serve(config, path=path, extra_ids=args.job))
+
+
+def cmd_check_in(args: argparse.Namespace) -> int:
+    from heartbeat.checkin import check_in_once
+
+    config, _ = _load(args.config)
+    logs.configure(format=config.logging.format, level="warning", stream=sys.stderr)
+    return anyio.run(check_in_once, config, list(args.ids))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config, path = _load(args.config)
+    print(f"# {path}: valid")
+    print(json.dumps(configuration.redacted(config), indent=2))
+    return EXIT_OK
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from heartbeat.emulator import run_emulator
+
+    api_key = os.environ.get("HEARTBEAT_EMULATOR_API_KEY") or None
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            print(f"heartbeat: --api-key-file: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
+    logs.configure(format="auto", level="info")
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(run_emulator, args.host, args.port, api_key)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from heartbeat.demo import run_demo
+
+    return anyio.run(run_demo, args.duration)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-in": cmd_check_in,
+    "validate": cmd_validate,
+    "emulator": cmd_emulator,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"heartbeat: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())

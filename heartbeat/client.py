@@ -1,0 +1,325 @@
+"""The one place that speaks HTTP to Elasticsearch.
+
+Owns the process's single ``aiohttp.ClientSession``, the request format (method,
+path, auth header, ``Accept``, ``User-Agent``), TLS, host fail-over, and the mapping
+of every answer and every ``aiohttp`` failure onto an :mod:`heartbeat.outcomes`
+value. It does not retry, sleep or decide what a failure means for a job: that is
+the scheduler's business.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import platform
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from heartbeat import backoff
+from heartbeat._version import __version__
+from heartbeat.config import ElasticsearchSettings
+from heartbeat.jobid import encode_segment, validate_job_id
+from heartbeat.outcomes import (
+    Misrouted,
+    NotFound,
+    Outcome,
+    Rejected,
+    Retryable,
+    Success,
+    Unauthorized,
+)
+
+ACCEPT = "application/vnd.elasticsearch+json; compatible-with=8"
+USER_AGENT = (
+    f"heartbeat/{__version__} (Python/{platform.python_version()}; aiohttp/{aiohttp.__version__})"
+)
+#: Answers larger than this are not read in full: we only need the error type.
+MAX_BODY = 64 * 1024
+NEEDED_PRIVILEGES = (
+    "cluster privilege manage_connector, and write on index .elastic-connectors-sync-jobs*"
+)
+
+
+def auth_header(settings: ElasticsearchSettings) -> str | None:
+    """The ``Authorization`` header value for the configured credentials, if any."""
+    if settings.api_key is not None:
+        return f"ApiKey {settings.api_key.get_secret_value()}"
+    if settings.username is not None and settings.password is not None:
+        raw = f"{settings.username}:{settings.password.get_secret_value()}".encode()
+        return f"Basic {base64.b64encode(raw).decode('ascii')}"
+    if settings.bearer_token is not None:
+        return f"Bearer {settings.bearer_token.get_secret_value()}"
+    return None
+
+
+def ssl_for(settings: ElasticsearchSettings) -> ssl.SSLContext | aiohttp.Fingerprint:
+    """The TLS policy: verify by default, TLS 1.2 minimum, optional CA, client cert, pin."""
+    if settings.ssl_assert_fingerprint:
+        # Pinning replaces chain verification, as in the official client.
+        return aiohttp.Fingerprint(bytes.fromhex(settings.ssl_assert_fingerprint))
+    context = ssl.create_default_context()
+    if settings.ca_certs is not None:
+        if settings.ca_certs.is_dir():
+            context.load_verify_locations(capath=str(settings.ca_certs))
+        else:
+            context.load_verify_locations(cafile=str(settings.ca_certs))
+    if not settings.verify_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.client_cert is not None:
+        context.load_cert_chain(
+            str(settings.client_cert),
+            str(settings.client_key) if settings.client_key is not None else None,
+        )
+    return context
+
+
+def checkin_path(job_id: str) -> str:
+    """The encoded path of the check-in endpoint of ``job_id`` (already validated)."""
+    return f"/_connector/_sync_job/{encode_segment(job_id)}/_check_in"
+
+
+def job_path(job_id: str) -> str:
+    return f"/_connector/_sync_job/{encode_segment(job_id)}"
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete HTTP answer from a server (not necessarily Elasticsearch)."""
+
+    status: int
+    is_elasticsearch: bool
+    body: Any  # parsed JSON, or None when the body was not JSON
+    retry_after: str | None
+    raw: bytes = field(repr=False)
+
+
+class Client:
+    """Elasticsearch's sync-job API, as heartbeat needs it.
+
+    Use as ``async with Client(settings) as client:``; one instance per process.
+    """
+
+    def __init__(
+        self,
+        settings: ElasticsearchSettings,
+        *,
+        max_in_flight: int = 32,
+        wall_clock: Any = None,
+    ) -> None:
+        self._settings = settings
+        self._urls = [URL(url) for url in settings.urls()]
+        self._current = 0
+        self._auth = auth_header(settings)
+        self._max_in_flight = max_in_flight
+        self._session: aiohttp.ClientSession | None = None
+        self._wall = wall_clock
+        self.timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout,
+            connect=min(settings.request_timeout, 10.0),
+            sock_read=settings.request_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client(hosts={[str(u) for u in self._urls]!r})"
+
+    @property
+    def base_url(self) -> str:
+        return str(self._urls[self._current])
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._session is not None:
+            return
+        needs_tls = any(url.scheme == "https" for url in self._urls)
+        connector = aiohttp.TCPConnector(
+            # Our scheduler is the fair (FIFO) limit; the pool must never queue.
+            limit=self._max_in_flight + 4,
+            limit_per_host=0,
+            ssl=ssl_for(self._settings) if needs_tls else False,
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+        )
+        headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT}
+        if self._auth is not None:
+            headers["Authorization"] = self._auth
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=self.timeout,
+            auto_decompress=True,
+            raise_for_status=False,
+            skip_auto_headers=("Content-Type",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _wall_now(self) -> float:
+        import time
+
+        return float(self._wall()) if self._wall is not None else time.time()
+
+    async def request(self, method: str, path: str, body: Any = None) -> Answer | Retryable:
+        """Send one request (``path`` already encoded) and read the whole answer.
+
+        Tries the next host when a connection cannot be made (nothing was sent);
+        any other transport failure is returned as a Retryable outcome.
+        """
+        if self._session is None:
+            raise RuntimeError("Client used outside 'async with'")
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        failure: Retryable | None = None
+        for _ in range(len(self._urls)):
+            base = self._urls[self._current]
+            # encoded=True: yarl must not re-normalise the path (".." or "%2F" in an id).
+            url = URL(str(base).rstrip("/") + path, encoded=True)
+            try:
+                async with self._session.request(
+                    method, url, data=data, headers=headers, allow_redirects=False
+                ) as response:
+                    raw = await response.content.read(MAX_BODY)
+                    return _answer(response, raw)
+            except aiohttp.ClientConnectorCertificateError as exc:
+                return Retryable(
+                    "tls", f"TLS certificate verification failed: {exc.certificate_error}"
+                )
+            except aiohttp.ClientConnectorSSLError as exc:
+                return Retryable("tls", f"TLS error: {exc.os_error}")
+            except aiohttp.ServerFingerprintMismatch:
+                return Retryable("tls", "server certificate does not match ssl_assert_fingerprint")
+            except aiohttp.ClientConnectorError as exc:
+                failure = Retryable("connection", f"cannot connect to {base}: {exc.os_error}")
+                if len(self._urls) > 1:
+                    self._current = (self._current + 1) % len(self._urls)
+                continue
+            except TimeoutError:
+                return Retryable(
+                    "timeout", f"no answer within {self._settings.request_timeout:g} s"
+                )
+            except aiohttp.ClientSSLError as exc:
+                return Retryable("tls", f"TLS error: {exc}")
+            except aiohttp.ClientPayloadError as exc:
+                return Retryable("malformed", f"broken response body: {exc}")
+            except aiohttp.ClientResponseError as exc:
+                return Retryable("malformed", f"invalid HTTP response: {exc.message}")
+            except aiohttp.ClientError as exc:
+                if len(self._urls) > 1:
+                    self._current = (self._current + 1) % len(self._urls)
+                return Retryable("connection", f"{type(exc).__name__}: {exc}".rstrip(": "))
+            except (OSError, ValueError) as exc:
+                return Retryable("connection", f"{type(exc).__name__}: {exc}")
+        assert failure is not None
+        return failure
+
+    async def check_in(self, job_id: str) -> Outcome:
+        """``PUT /_connector/_sync_job/<id>/_check_in``, as one typed outcome."""
+        validate_job_id(job_id)
+        answer = await self.request("PUT", checkin_path(job_id))
+        if isinstance(answer, Retryable):
+            return answer
+        return classify(answer, now_wall=self._wall_now())
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | Outcome:
+        """``GET /_connector/_sync_job/<id>``: the document, or why not."""
+        validate_job_id(job_id)
+        answer = await self.request("GET", job_path(job_id))
+        if isinstance(answer, Retryable):
+            return answer
+        outcome = classify(answer, now_wall=self._wall_now())
+        if isinstance(outcome, Success):
+            if isinstance(answer.body, dict):
+                return answer.body
+            return Retryable("malformed", "job document is not a JSON object")
+        return outcome
+
+
+def _answer(response: aiohttp.ClientResponse, raw: bytes) -> Answer:
+    body: Any = None
+    if raw:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+    return Answer(
+        status=response.status,
+        is_elasticsearch=response.headers.get("X-Elastic-Product") == "Elasticsearch",
+        body=body,
+        retry_after=response.headers.get("Retry-After"),
+        raw=raw,
+    )
+
+
+def _error(body: Any) -> tuple[str | None, str]:
+    """``(error type, reason)`` from Elasticsearch's error envelope, if it is one."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            kind = error.get("type")
+            reason = error.get("reason")
+            return (
+                kind if isinstance(kind, str) else None,
+                reason if isinstance(reason, str) else "",
+            )
+        if isinstance(error, str):
+            return None, error
+    return None, ""
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw[:120].decode("utf-8", errors="replace").strip()
+    return " ".join(text.split())
+
+
+def classify(answer: Answer, *, now_wall: float) -> Outcome:
+    """Map a complete HTTP answer onto an outcome (see :mod:`heartbeat.outcomes`)."""
+    status = answer.status
+    kind, reason = _error(answer.body)
+    if 200 <= status < 300:
+        if not answer.is_elasticsearch:
+            # The official client refuses this too: a proxy's 200 is not a check-in.
+            return Misrouted(status, "2xx answer without X-Elastic-Product: Elasticsearch")
+        if answer.raw and answer.body is None:
+            return Retryable("malformed", "2xx answer whose body is not JSON", status=status)
+        return Success(status)
+    if status == 404:
+        if answer.is_elasticsearch and kind == "resource_not_found_exception":
+            return NotFound(reason or "not found")
+        why = (
+            f"404 from Elasticsearch with error type {kind!r}"
+            if answer.is_elasticsearch
+            else f"404 without X-Elastic-Product: {_snippet(answer.raw) or 'empty body'}"
+        )
+        return Misrouted(404, why)
+    if status in (401, 403):
+        return Unauthorized(status, reason or _snippet(answer.raw) or f"HTTP {status}")
+    if status == 400:
+        if reason.startswith("no handler found for uri"):
+            # Elasticsearch, but not our endpoint: a wrong path prefix in hosts.
+            return Misrouted(400, reason)
+        if answer.is_elasticsearch:
+            return Rejected(400, reason or _snippet(answer.raw) or "bad request")
+        return Misrouted(400, f"400 without X-Elastic-Product: {_snippet(answer.raw)}")
+    if status in (408, 409, 429) or 500 <= status < 600:
+        return Retryable(
+            "http",
+            reason or _snippet(answer.raw) or f"HTTP {status}",
+            status=status,
+            retry_after=backoff.parse_retry_after(answer.retry_after, now_wall=now_wall),
+            job_specific=status == 409,
+        )
+    return Misrouted(status, f"unexpected HTTP {status}: {reason or _snippet(answer.raw)}")

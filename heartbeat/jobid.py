@@ -1,0 +1,57 @@
+"""Job ids: what is accepted, and how one becomes exactly one URL path segment.
+
+Every source (config, CLI, file, control API, queue, discovery) passes ids through
+:func:`validate_job_id`; only :mod:`heartbeat.client` calls :func:`encode_segment`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from urllib.parse import quote
+
+from heartbeat.errors import InvalidJobId
+
+MAX_ID_BYTES = 512
+
+
+def validate_job_id(job_id: object) -> str:
+    """Return ``job_id`` unchanged if it can be checked in, else raise InvalidJobId.
+
+    Refused: non-strings, the empty string, more than 512 bytes of UTF-8, control
+    characters (C0, C1, DEL) and lone surrogates (which have no UTF-8 form).
+    Everything else, ``/``, ``..``, ``?``, ``#``, ``%``, spaces and any other unicode,
+    is a legal, if odd, id: the encoding keeps it inside its own path segment.
+    """
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"job id must be a string, not {type(job_id).__name__}")
+    if not job_id:
+        raise InvalidJobId("job id is empty")
+    try:
+        size = len(job_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidJobId("job id is not valid unicode (lone surrogate)") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidJobId(f"job id is {size} bytes long; the limit is {MAX_ID_BYTES}")
+    for position, char in enumerate(job_id):
+        if unicodedata.category(char) == "Cc":
+            raise InvalidJobId(f"job id has a control character {char!r} at position {position}")
+    return job_id
+
+
+def encode_segment(job_id: str) -> str:
+    """Percent-encode ``job_id`` as exactly one path segment, as the official client does.
+
+    ``quote(id, safe=",*")`` leaves ``.`` alone, so the segments ``.`` and ``..`` are
+    spelled ``%2E`` and ``%2E%2E``: no normalisation on the way (ours, a proxy's,
+    the server's) may then read them as "this" or "parent" directory.
+    """
+    encoded = quote(job_id, safe=",*")
+    if encoded in {".", ".."}:
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+def printable(job_id: str, limit: int = 80) -> str:
+    """A short, log-safe rendering of an id (for error messages about bad ids)."""
+    shown = job_id if len(job_id) <= limit else job_id[:limit] + "..."
+    return repr(shown)

@@ -1,0 +1,531 @@
+"""Who is due when: the watch list, one deadline heap, the in-flight limit, outage mode.
+
+Owns every watched job's timing state and turns check-in outcomes into "next time"
+or "drop". It does not speak HTTP (it calls an injected ``check_in`` coroutine that
+returns an :mod:`heartbeat.outcomes` value) and never reads the clock directly (an
+injected :class:`~heartbeat.clock.Clock`), so tests drive it with a manual clock.
+
+Design:
+
+* One heap of ``(due, order, job)`` entries, with lazy invalidation: a job moved to
+  another time gets a new entry and the old one is skipped when popped. No task per
+  job: 100,000 jobs cost a few hundred bytes each and no CPU between due times.
+* The loop grants due jobs oldest-first while fewer than ``max_in_flight`` requests
+  are out: that is the fair (FIFO) limit; nothing starves. At most one request per
+  job is in flight (a job is off the heap while its request runs).
+* Outage mode: after enough consecutive cluster-wide failures (no success between
+  them) per-job retries stop, and one probe at a time goes out with backoff. When a
+  probe gets an answer from Elasticsearch, every job is rescheduled, oldest last
+  success first, spread over part of an interval so recovery is not a stampede.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from heartbeat import backoff
+from heartbeat.aggregate import FailureLog
+from heartbeat.client import NEEDED_PRIVILEGES
+from heartbeat.clock import Clock, SystemClock
+from heartbeat.config import BackoffSettings, ScheduleSettings
+from heartbeat.jobid import validate_job_id
+from heartbeat.outcomes import (
+    Misrouted,
+    NotFound,
+    Outcome,
+    Rejected,
+    Retryable,
+    Success,
+    Unauthorized,
+    describe,
+)
+
+CheckIn = Callable[[str], Awaitable[Outcome]]
+#: Called after every check-in with ``(job_id, outcome, seconds it took)``.
+OutcomeObserver = Callable[[str, Outcome, float], None]
+#: Called on watch-list changes with ``(change, job_id, fields)``: change is
+#: ``added``, ``removed`` or ``dropped``.
+ChangeObserver = Callable[[str, str, dict[str, Any]], None]
+
+#: Recovery after an outage is spread over this fraction of the interval: the peak
+#: rate is then at most 1/0.6 = 1.67 times the steady rate.
+RECOVERY_SPREAD = 0.6
+#: Consecutive cluster-wide failures that declare an outage: at least this many...
+OUTAGE_MIN_FAILURES = 3
+#: ...and the probe interval never grows beyond this fraction of idle_after.
+PROBE_CAP_FRACTION = 0.1
+#: More ids than this added at once are logged as one ``job_added`` line.
+BATCH_LOG_THRESHOLD = 10
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: str
+    sources: tuple[str, ...]
+    added: float
+    anchor: float
+    due: float
+    order: int = 0
+    in_flight: bool = False
+    removed: bool = False
+    last_success: float | None = None
+    failures: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A snapshot of one watched job, wall-clock times in seconds since the epoch."""
+
+    id: str
+    sources: tuple[str, ...]
+    last_success: float | None
+    next_due: float | None
+    consecutive_failures: int
+    last_error: str | None
+    in_flight: bool
+
+
+class Scheduler:
+    def __init__(
+        self,
+        check_in: CheckIn,
+        *,
+        schedule: ScheduleSettings,
+        backoff_settings: BackoffSettings,
+        clock: Clock | None = None,
+        rng: Callable[[], float] | None = None,
+        logger: Any = None,
+    ) -> None:
+        self._check_in = check_in
+        self.schedule = schedule
+        self.backoff = backoff_settings
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = rng if rng is not None else random.random
+        self._log = logger if logger is not None else structlog.get_logger("heartbeat")
+        self._failures = FailureLog(self._log)
+        self._jobs: dict[str, Job] = {}
+        self._heap: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
+        self._in_flight = 0
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._running = False
+        self._ramp_next = -math.inf
+        self._periodic: list[list[Any]] = []  # [period, next_at, callback]
+        self.outcome_observers: list[OutcomeObserver] = []
+        self.change_observers: list[ChangeObserver] = []
+        # Cluster health.
+        self._cluster_failures = 0
+        self.outage_since: float | None = None
+        self._probe_due = 0.0
+        self._probe_attempt = 0
+        self._probe_in_flight = False
+        self._probes = 0
+        self._unauthorized_logged = False
+        self.last_contact_ok: bool | None = None
+        self.last_success_at: float | None = None  # monotonic, any job
+
+    # ------------------------------------------------------------------ watch list
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def watch(self, job_id: str, source: str = "api") -> bool:
+        """Watch ``job_id`` (validated); True when it was not watched before."""
+        return self.watch_many([job_id], source) == 1
+
+    def watch_many(self, job_ids: Iterable[str], source: str) -> int:
+        """Watch several ids at once; returns how many were new. Invalid ids raise
+        before anything changes."""
+        ids = [validate_job_id(job_id) for job_id in job_ids]
+        now = self.clock.monotonic()
+        added: list[str] = []
+        spacing = 1.0 / self.schedule.ramp_rate
+        for job_id in ids:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                if source not in job.sources:
+                    job.sources = (*job.sources, source)
+                continue
+            due = max(now, self._ramp_next)
+            self._ramp_next = due + spacing
+            job = Job(id=job_id, sources=(source,), added=now, anchor=due, due=due)
+            self._jobs[job_id] = job
+            self._push(job, due)
+            added.append(job_id)
+        if len(added) > BATCH_LOG_THRESHOLD:
+            self._log.info("job_added", count=len(added), source=source, sample_job_ids=added[:3])
+        else:
+            for job_id in added:
+                self._log.info("job_added", job_id=job_id, source=source)
+        for job_id in added:
+            self._notify_change("added", job_id, {"source": source})
+        if added:
+            self._wake.set()
+        return len(added)
+
+    def unwatch(self, job_id: str, reason: str = "unwatched", source: str | None = None) -> bool:
+        """Stop watching ``job_id``. With ``source``, only that source's claim is
+        withdrawn; the job stays while another source still wants it."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        if source is not None and source in job.sources and len(job.sources) > 1:
+            job.sources = tuple(s for s in job.sources if s != source)
+            return False
+        self._remove(job)
+        self._log.info("job_removed", job_id=job_id, reason=reason)
+        self._notify_change("removed", job_id, {"reason": reason})
+        return True
+
+    def job(self, job_id: str) -> JobView | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else self._view(job)
+
+    def jobs(self) -> list[JobView]:
+        return [self._view(job) for job in self._jobs.values()]
+
+    def job_ids(self) -> list[str]:
+        return list(self._jobs)
+
+    def _view(self, job: Job) -> JobView:
+        offset = self.clock.wall() - self.clock.monotonic()
+        return JobView(
+            id=job.id,
+            sources=job.sources,
+            last_success=None if job.last_success is None else job.last_success + offset,
+            next_due=None if job.in_flight else job.due + offset,
+            consecutive_failures=job.failures,
+            last_error=job.last_error,
+            in_flight=job.in_flight,
+        )
+
+    def oldest_success(self) -> float | None:
+        """Monotonic time of the least recent success (a never-checked-in job counts
+        from when it was added)."""
+        if not self._jobs:
+            return None
+        return min(
+            job.last_success if job.last_success is not None else job.added
+            for job in self._jobs.values()
+        )
+
+    def _remove(self, job: Job) -> None:
+        job.removed = True
+        del self._jobs[job.id]
+
+    def _notify_change(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
+        for observer in self.change_observers:
+            observer(change, job_id, fields)
+
+    # ------------------------------------------------------------------ settings
+
+    def reconfigure(
+        self,
+        *,
+        schedule: ScheduleSettings,
+        backoff_settings: BackoffSettings,
+        check_in: CheckIn | None = None,
+    ) -> None:
+        """Apply new settings (SIGHUP). Jobs due later than one new interval from now
+        are pulled in, so a shorter interval takes effect at once."""
+        shorter = schedule.interval < self.schedule.interval
+        self.schedule = schedule
+        self.backoff = backoff_settings
+        if check_in is not None:
+            self._check_in = check_in
+        if shorter:
+            now = self.clock.monotonic()
+            for job in self._jobs.values():
+                if not job.in_flight and job.due > now + schedule.interval:
+                    job.anchor = now + schedule.interval
+                    self._push(job, job.anchor)
+        self._wake.set()
+
+    def add_periodic(self, period: float, callback: Callable[[float], None]) -> None:
+        """Run ``callback(now)`` every ``period`` seconds from the scheduler's own loop
+        (so a stuck loop stops it: that is what the systemd watchdog relies on)."""
+        self._periodic.append([period, self.clock.monotonic() + period, callback])
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _push(self, job: Job, due: float) -> None:
+        job.due = due
+        job.order = next(self._order)
+        heapq.heappush(self._heap, (due, job.order, job))
+
+    def _valid(self, entry: tuple[float, int, Job]) -> bool:
+        _, order, job = entry
+        return not job.removed and not job.in_flight and order == job.order
+
+    def _peek(self) -> Job | None:
+        while self._heap and not self._valid(self._heap[0]):
+            heapq.heappop(self._heap)
+        return self._heap[0][2] if self._heap else None
+
+    def next_due(self) -> float | None:
+        job = self._peek()
+        return None if job is None else job.due
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def in_outage(self) -> bool:
+        return self.outage_since is not None
+
+    def stop(self) -> None:
+        """Stop granting new check-ins; :meth:`run` returns once in-flight requests
+        have finished (or ``shutdown_timeout`` has passed)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Check jobs in until :meth:`stop`."""
+        self._running = True
+        try:
+            async with anyio.create_task_group() as tg:
+                while not self._stopping:
+                    self._wake = anyio.Event()
+                    now = self.clock.monotonic()
+                    self._tick(now)
+                    self._grant(now, tg)
+                    await self.clock.wait_until(self._wake, self.next_wakeup())
+                await self._drain(tg)
+        finally:
+            self._running = False
+
+    async def _drain(self, tg: TaskGroup) -> None:
+        with anyio.move_on_after(self.schedule.shutdown_timeout):
+            while self._in_flight:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+        if self._in_flight:
+            self._log.warning("shutdown_timeout", abandoned_requests=self._in_flight)
+        tg.cancel_scope.cancel()
+
+    def _tick(self, now: float) -> None:
+        self._failures.flush(now)
+        for entry in self._periodic:
+            period, next_at, callback = entry
+            if now >= next_at:
+                entry[1] = max(next_at + period, now)
+                callback(now)
+
+    def next_wakeup(self) -> float | None:
+        candidates: list[float] = [entry[1] for entry in self._periodic]
+        flush = self._failures.next_flush()
+        if flush is not None:
+            candidates.append(flush)
+        if self.in_outage:
+            if not self._probe_in_flight and self._peek() is not None:
+                candidates.append(self._probe_due)
+        elif self._in_flight < self.schedule.max_in_flight:
+            due = self.next_due()
+            if due is not None:
+                candidates.append(due)
+        return min(candidates) if candidates else None
+
+    def _grant(self, now: float, tg: TaskGroup) -> None:
+        if self.in_outage:
+            if not self._probe_in_flight and now >= self._probe_due:
+                job = self._peek()
+                if job is not None:
+                    heapq.heappop(self._heap)
+                    self._probe_in_flight = True
+                    self._probes += 1
+                    self._start(job, tg, probe=True)
+            return
+        while self._in_flight < self.schedule.max_in_flight:
+            job = self._peek()
+            if job is None or job.due > now:
+                return
+            heapq.heappop(self._heap)
+            self._start(job, tg, probe=False)
+
+    def _start(self, job: Job, tg: TaskGroup, *, probe: bool) -> None:
+        job.in_flight = True
+        self._in_flight += 1
+        tg.start_soon(self._attempt, job, probe, name=f"check-in {job.id!r}")
+
+    async def _attempt(self, job: Job, probe: bool) -> None:
+        started = self.clock.monotonic()
+        try:
+            outcome = await self._check_in(job.id)
+        except Exception as exc:  # the client returns outcomes; this is a bug guard
+            self._log.exception("checkin_crashed", job_id=job.id)
+            outcome = Retryable("internal", f"{type(exc).__name__}: {exc}")
+        finally:
+            job.in_flight = False
+            self._in_flight -= 1
+            if probe:
+                self._probe_in_flight = False
+            self._wake.set()
+        now = self.clock.monotonic()
+        for observer in self.outcome_observers:
+            observer(job.id, outcome, now - started)
+        self.complete(job, outcome, now, probe=probe)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def complete(self, job: Job, outcome: Outcome, now: float, *, probe: bool = False) -> None:
+        """Turn one outcome into the job's next due time, or its removal."""
+        cluster_answered = not isinstance(outcome, (Retryable, Misrouted, Unauthorized)) or (
+            isinstance(outcome, Retryable) and outcome.job_specific
+        )
+        if cluster_answered:
+            self._cluster_ok(now)
+        if isinstance(outcome, Success):
+            self.last_success_at = now
+        if job.removed:
+            return
+        match outcome:
+            case Success():
+                job.last_success = now
+                job.failures = 0
+                job.last_error = None
+                job.anchor, due = backoff.next_due(
+                    job.anchor,
+                    now=now,
+                    interval=self.schedule.interval,
+                    jitter=self.schedule.jitter,
+                    u=self._rng(),
+                )
+                self._log.debug("checkin_succeeded", job_id=job.id, status=outcome.status)
+                self._push(job, due)
+            case NotFound(reason=reason, status=status):
+                self._drop(job, "not_found", status, reason)
+            case Rejected(reason=reason, status=status):
+                self._drop(job, "rejected", status, reason)
+            case Unauthorized() | Misrouted() | Retryable():
+                self._failed(job, outcome, now, probe=probe)
+
+    def _drop(self, job: Job, reason: str, status: int, server_reason: str) -> None:
+        self._remove(job)
+        self._log.warning(
+            "job_dropped",
+            job_id=job.id,
+            reason=reason,
+            status=status,
+            server_reason=server_reason,
+        )
+        self._notify_change("dropped", job.id, {"reason": reason, "status": status})
+
+    def _failed(
+        self, job: Job, outcome: Unauthorized | Misrouted | Retryable, now: float, *, probe: bool
+    ) -> None:
+        job.failures += 1
+        job.last_error = f"{describe(outcome)}: {outcome.reason}"
+        if isinstance(outcome, Unauthorized) and not self._unauthorized_logged:
+            self._unauthorized_logged = True
+            self._log.error(
+                "elasticsearch_unauthorized",
+                status=outcome.status,
+                server_reason=outcome.reason,
+                needed=NEEDED_PRIVILEGES,
+            )
+        cluster_wide = not (isinstance(outcome, Retryable) and outcome.job_specific)
+        if cluster_wide:
+            self._cluster_failure(now, outcome)
+        if self.in_outage:
+            if probe:
+                self._probe_attempt += 1
+                self._probe_due = now + self._probe_delay(outcome)
+            # The job waits on the heap; recovery reschedules everyone.
+            self._push(job, now)
+            return
+        if not isinstance(outcome, Unauthorized):
+            self._failures.record(
+                now,
+                reason=describe(outcome),
+                job_id=job.id,
+                error=outcome.reason,
+                status=outcome.status,
+            )
+        last = job.last_success if job.last_success is not None else job.added
+        delay = backoff.retry_delay(
+            job.failures,
+            u=self._rng(),
+            initial=self.backoff.initial,
+            multiplier=self.backoff.multiplier,
+            maximum=self.backoff.max,
+            retry_after=outcome.retry_after if isinstance(outcome, Retryable) else None,
+            cap=backoff.idle_cap(now=now, last_success=last, idle_after=self.schedule.idle_after),
+        )
+        self._push(job, now + delay)
+
+    def _probe_delay(self, outcome: Outcome) -> float:
+        return backoff.retry_delay(
+            self._probe_attempt,
+            u=self._rng(),
+            initial=self.backoff.initial,
+            multiplier=self.backoff.multiplier,
+            maximum=self.backoff.max,
+            retry_after=outcome.retry_after if isinstance(outcome, Retryable) else None,
+            cap=self.schedule.idle_after * PROBE_CAP_FRACTION,
+        )
+
+    def _outage_threshold(self) -> int:
+        return max(OUTAGE_MIN_FAILURES, min(self.schedule.max_in_flight, len(self._jobs)))
+
+    def _cluster_failure(self, now: float, outcome: Unauthorized | Misrouted | Retryable) -> None:
+        self.last_contact_ok = False
+        self._cluster_failures += 1
+        if self.in_outage or self._cluster_failures < self._outage_threshold():
+            return
+        self.outage_since = now
+        self._probe_attempt = 1
+        self._probes = 0
+        self._probe_due = now + self._probe_delay(outcome)
+        self._log.error(
+            "elasticsearch_unreachable",
+            reason=describe(outcome),
+            error=outcome.reason,
+            jobs=len(self._jobs),
+            consecutive_failures=self._cluster_failures,
+        )
+
+    def _cluster_ok(self, now: float) -> None:
+        self.last_contact_ok = True
+        self._cluster_failures = 0
+        self._unauthorized_logged = False
+        if self.outage_since is None:
+            return
+        duration = now - self.outage_since
+        self.outage_since = None
+        self._log.warning(
+            "elasticsearch_recovered",
+            duration_s=round(duration, 3),
+            probes=self._probes,
+            jobs=len(self._jobs),
+        )
+        self._respread(now)
+
+    def _respread(self, now: float) -> None:
+        """After an outage: everyone due again, oldest success first, spread out."""
+        waiting = [job for job in self._jobs.values() if not job.in_flight]
+        waiting.sort(key=lambda j: j.last_success if j.last_success is not None else -math.inf)
+        spread = self.schedule.interval * RECOVERY_SPREAD
+        count = len(waiting)
+        self._heap = []
+        for index, job in enumerate(waiting):
+            due = now + spread * index / count if count > 1 else now
+            job.anchor = due
+            self._push(job, due)
+        self._wake.set()

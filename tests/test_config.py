@@ -1,0 +1,201 @@
+"""Configuration: the file, the environment, the errors an operator sees."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heartbeat import config as configuration
+from heartbeat.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "heartbeat.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "heartbeat.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(write(tmp_path, text))
+    return str(caught.value)
+
+
+def test_the_example_config_is_valid_and_complete() -> None:
+    config = configuration.load(EXAMPLE)
+    assert config.schedule.interval == 60
+    text = EXAMPLE.read_text()
+    for section, model in configuration.Config.model_fields.items():
+        assert f"[{section}]" in text
+        annotation = model.annotation
+        assert annotation is not None
+        for key in annotation.model_fields:
+            assert key in text, f"{section}.{key} is not documented in the example config"
+
+
+def test_defaults_without_any_key(tmp_path: Path) -> None:
+    config = configuration.load(write(tmp_path, ""))
+    assert config.elasticsearch.hosts == ["https://localhost:9200"]
+    assert config.elasticsearch.verify_certs is True
+    assert (config.schedule.interval, config.schedule.idle_after) == (60, 300)
+
+
+def test_interval_must_beat_idle_after(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[schedule]\ninterval = 400\n")
+    assert message.endswith(
+        "heartbeat.toml: schedule.interval: 400 must be less than schedule.idle_after (300)"
+    )
+
+
+def test_interval_plus_jitter_must_beat_idle_after(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[schedule]\ninterval = 290\njitter = 0.1\n")
+    assert "schedule.interval: 290 with jitter 0.1 can reach 319" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[schedule]\nintervall = 4\n", "schedule.intervall: unknown key"),
+        ("[schedul]\ninterval = 4\n", "schedul: unknown key"),
+        ("[schedule]\ninterval = 'soon'\n", "schedule.interval: 'soon': Input should be a valid"),
+        ("[schedule]\ninterval = -1\n", "schedule.interval: -1: Input should be greater than 0"),
+        ("[schedule]\njitter = 1.5\n", "schedule.jitter: 1.5: Input should be less than 1"),
+        ("[schedule]\nmax_in_flight = 0\n", "schedule.max_in_flight: 0"),
+        ("[backoff]\ninitial = 10\nmax = 5\n", "backoff.max: 5 must not be less than"),
+        ("[logging]\nformat = 'xml'\n", "logging.format: 'xml': Input should be"),
+        ("[jobs]\nids = ['ok', '']\n", "jobs.ids: entry 1: job id is empty"),
+        ('[jobs]\nids = ["a\\u0001b"]\n', "jobs.ids: entry 0: job id has a control character"),
+        ("[elasticsearch]\nhosts = ['localhost:9200']\n", "elasticsearch.hosts: 'localhost:9200'"),
+        (
+            "[elasticsearch]\nssl_assert_fingerprint = 'abc'\n",
+            "elasticsearch.ssl_assert_fingerprint",
+        ),
+        ("[elasticsearch]\ncloud_id = 'x:!!!'\n", "elasticsearch.cloud_id"),
+        (
+            "[elasticsearch]\nca_certs = '/nonexistent/ca.pem'\n",
+            "elasticsearch.ca_certs: /nonexistent",
+        ),
+        ("not toml [", "invalid TOML"),
+    ],
+)
+def test_errors_name_the_key_and_the_problem(tmp_path: Path, text: str, expected: str) -> None:
+    message = error_of(tmp_path, text)
+    assert str(tmp_path / "heartbeat.toml") in message
+    assert expected in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        configuration.load(tmp_path / "absent.toml")
+
+
+def test_one_way_to_authenticate(tmp_path: Path) -> None:
+    message = error_of(
+        tmp_path, "[elasticsearch]\napi_key = 'k1234'\nusername = 'u'\npassword = 'p1234'\n"
+    )
+    assert "set exactly one way to authenticate" in message
+    assert "k1234" not in message and "p1234" not in message
+
+
+def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[elasticsearch]\napi_key = 12345678\n")
+    assert "elasticsearch.api_key" in message
+    assert "12345678" not in message
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__API_KEY", "from-env-key")
+    monkeypatch.setenv("HEARTBEAT_SCHEDULE__INTERVAL", "30")
+    config = configuration.load(write(tmp_path, "[schedule]\ninterval = 45\njitter = 0.2\n"))
+    assert config.schedule.interval == 30
+    assert config.schedule.jitter == 0.2
+    assert config.elasticsearch.api_key is not None
+    assert config.elasticsearch.api_key.get_secret_value() == "from-env-key"
+
+
+def test_environment_errors_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEARTBEAT_SCHEDULE__INTERVAL", "-3")
+    message = error_of(tmp_path, "")
+    assert "(environment HEARTBEAT_SCHEDULE__INTERVAL): schedule.interval: '-3'" in message
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[schedule]\ninterval = 42\n")
+    monkeypatch.setenv("HEARTBEAT_CONFIG", str(path))
+    assert configuration.load().schedule.interval == 42
+
+
+def test_secret_files_with_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "api_key").write_text("file-key-123\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = configuration.load(
+        write(tmp_path, '[elasticsearch]\napi_key_file = "${CREDENTIALS_DIRECTORY}/api_key"\n')
+    )
+    assert config.elasticsearch.api_key is not None
+    assert config.elasticsearch.api_key.get_secret_value() == "file-key-123"
+
+
+def test_unreadable_secret_file(tmp_path: Path) -> None:
+    message = error_of(
+        tmp_path, f"[elasticsearch]\npassword_file = '{tmp_path}/nope'\nusername = 'u'\n"
+    )
+    assert "elasticsearch.password_file: cannot read" in message
+
+
+def test_cloud_id_is_decoded_like_the_official_client() -> None:
+    encoded = base64.b64encode(b"eu-west-1.aws.found.io:9243$es-uuid$kb-uuid").decode()
+    assert configuration.decode_cloud_id(f"prod:{encoded}") == (
+        "https://es-uuid.eu-west-1.aws.found.io:9243"
+    )
+    plain = base64.b64encode(b"us-east-1.aws.found.io$abc").decode()
+    assert configuration.decode_cloud_id(f"x:{plain}") == "https://abc.us-east-1.aws.found.io:443"
+
+
+def test_hosts_and_cloud_id_are_exclusive(tmp_path: Path) -> None:
+    encoded = base64.b64encode(b"h$u").decode()
+    message = error_of(
+        tmp_path, f"[elasticsearch]\nhosts = ['http://x:1']\ncloud_id = 'n:{encoded}'\n"
+    )
+    assert "either hosts or cloud_id" in message
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "heartbeat", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Path) -> None:
+    path = write(tmp_path, "[elasticsearch]\napi_key = 'very-secret-key'\n")
+    result = run_cli("validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "very-secret-key" not in result.stdout + result.stderr
+    body = json.loads(result.stdout.split("\n", 1)[1])
+    assert body["elasticsearch"]["api_key"] == "***"
+    assert body["schedule"]["interval"] == 60
+
+
+def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[schedule]\ninterval = 400\n")
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"heartbeat: configuration error: {path}: schedule.interval: 400 must be less than "
+        "schedule.idle_after (300)"
+    ]

@@ -1,0 +1,66 @@
+"""Job ids: what is refused, and that any accepted id stays one path segment."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import pytest
+from hypothesis import given
+
+from heartbeat.client import checkin_path
+from heartbeat.errors import InvalidJobId
+from heartbeat.jobid import encode_segment, validate_job_id
+from tests.strategies import job_ids
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("", "empty"),
+        ("x" * 513, "513 bytes"),
+        ("é" * 257, "514 bytes"),
+        ("a\nb", "control character"),
+        ("a\x00b", "control character"),
+        ("a\x7fb", "control character"),
+        ("a\x85b", "control character"),
+        ("a\ud800b", "surrogate"),
+        (42, "must be a string"),
+    ],
+)
+def test_refused_ids(bad: object, why: str) -> None:
+    with pytest.raises(InvalidJobId, match=why):
+        validate_job_id(bad)
+
+
+def test_longest_id_is_accepted() -> None:
+    assert validate_job_id("x" * 512) == "x" * 512
+
+
+@pytest.mark.parametrize(
+    ("job_id", "segment"),
+    [
+        ("my-job", "my-job"),
+        ("a/b?c#d é", "a%2Fb%3Fc%23d%20%C3%A9"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("...", "..."),
+        ("../../_security/user", "..%2F..%2F_security%2Fuser"),
+        ("100%", "100%25"),
+        ("a,b*c", "a,b*c"),
+    ],
+)
+def test_encoding_matches_the_official_client(job_id: str, segment: str) -> None:
+    assert encode_segment(job_id) == segment
+
+
+@given(job_ids)
+def test_any_id_is_exactly_one_segment_of_the_check_in_path(job_id: str) -> None:
+    path = checkin_path(validate_job_id(job_id))
+    parts = path.split("/")
+    assert parts[:3] == ["", "_connector", "_sync_job"]
+    assert parts[4:] == ["_check_in"]
+    assert len(parts) == 5
+    segment = parts[3]
+    assert segment not in {".", ".."}
+    assert all(c not in segment for c in "?#/ ")
+    assert unquote(segment) == job_id

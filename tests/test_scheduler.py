@@ -1,0 +1,372 @@
+"""The scheduler on a manual clock: exact due times, fairness, outcomes, outage mode.
+
+The check-in function is a scripted coroutine here (the HTTP side is tested against
+the emulator in test_client.py); time only moves when the test advances it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from structlog.testing import capture_logs
+
+from heartbeat.clock import ManualClock
+from heartbeat.config import BackoffSettings, ScheduleSettings
+from heartbeat.outcomes import (
+    Misrouted,
+    NotFound,
+    Outcome,
+    Rejected,
+    Retryable,
+    Success,
+    Unauthorized,
+)
+from heartbeat.scheduler import RECOVERY_SPREAD, Scheduler
+
+T0 = 1000.0
+OK = Success(200)
+UNAVAILABLE = Retryable("http", "unavailable", status=503)
+REFUSED = Retryable("connection", "connection refused")
+
+
+class Script:
+    """A check-in function that answers from per-job scripts and records calls."""
+
+    def __init__(self, clock: ManualClock, default: Outcome = OK) -> None:
+        self.clock = clock
+        self.default = default
+        self.scripts: dict[str, list[Outcome]] = defaultdict(list)
+        self.calls: list[tuple[float, str]] = []
+        self.active = 0
+        self.peak = 0
+        self.gate: anyio.Event | None = None
+
+    def script(self, job_id: str, *outcomes: Outcome) -> None:
+        self.scripts[job_id].extend(outcomes)
+
+    async def __call__(self, job_id: str) -> Outcome:
+        self.calls.append((self.clock.monotonic(), job_id))
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await anyio.lowlevel.checkpoint()
+        finally:
+            self.active -= 1
+        queue = self.scripts.get(job_id)
+        return queue.pop(0) if queue else self.default
+
+    def times(self, job_id: str) -> list[float]:
+        return [round(t - T0, 6) for t, j in self.calls if j == job_id]
+
+
+def make(
+    clock: ManualClock,
+    script: Script,
+    *,
+    rng: Callable[[], float] = lambda: 0.5,
+    **schedule: Any,
+) -> Scheduler:
+    return Scheduler(
+        script,
+        schedule=ScheduleSettings(**{"interval": 60.0, "jitter": 0.1, **schedule}),
+        backoff_settings=BackoffSettings(initial=1.0, multiplier=2.0, max=60.0),
+        clock=clock,
+        rng=rng,
+    )
+
+
+@asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            for _ in range(10):  # let the loop grant what is due now
+                await anyio.lowlevel.checkpoint()
+            yield scheduler
+            scheduler.stop()
+
+
+async def run_until(clock: ManualClock, scheduler: Scheduler, until: float) -> None:
+    """Advance the clock from due time to due time up to ``T0 + until``."""
+    await clock.advance(0)
+    while True:
+        due = scheduler.next_wakeup()
+        if due is None or due > T0 + until:
+            break
+        await clock.advance(max(due - clock.monotonic(), 0.0))
+    await clock.advance(max(T0 + until - clock.monotonic(), 0.0))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=T0)
+
+
+@pytest.fixture
+def script(clock: ManualClock) -> Script:
+    return Script(clock)
+
+
+async def test_success_schedule_is_exact_and_does_not_drift(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await run_until(clock, scheduler, 200)
+    assert script.times("job-a") == [0, 60, 120, 180]
+
+
+async def test_jitter_stays_within_bounds(clock: ManualClock, script: Script) -> None:
+    values = iter([0.0, 1.0, 0.0, 1.0])
+    scheduler = make(clock, script, rng=lambda: next(values, 0.5), jitter=0.1)
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await run_until(clock, scheduler, 200)
+    # anchors 60, 120, 180; offsets -6, +6, -6 around them.
+    assert script.times("job-a") == [0, 54, 126, 174]
+
+
+async def test_retry_delays_exact_sequence(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    limited = Retryable("http", "too many requests", status=429, retry_after=5.0)
+    script.script("job-a", UNAVAILABLE, limited, OK)
+    scheduler.watch("job-a")
+    scheduler.watch("job-b")  # succeeds: keeps the cluster out of outage mode
+    async with running(scheduler):
+        await run_until(clock, scheduler, 61)
+    # 0: 503 -> full jitter of 1 s at u=0.5: 0.5 s; 0.5: 429 with Retry-After 5 s
+    # (jitter gives 1 s, Retry-After wins): 5.5; success there; next due 0 + 60.
+    assert script.times("job-a") == [0, 0.5, 5.5, 60]
+
+
+async def test_not_found_drops_the_job_and_logs_once(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script)
+    script.script("gone", NotFound("connector sync job [gone] not found"))
+    scheduler.watch("gone")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 300)
+    assert script.times("gone") == [0]
+    assert "gone" not in scheduler
+    dropped = [e for e in logs if e["event"] == "job_dropped"]
+    assert dropped == [
+        {
+            "event": "job_dropped",
+            "log_level": "warning",
+            "job_id": "gone",
+            "reason": "not_found",
+            "status": 404,
+            "server_reason": "connector sync job [gone] not found",
+        }
+    ]
+
+
+async def test_rejected_drops_the_job(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script)
+    script.script("bad", Rejected(400, "request body is not supported"))
+    scheduler.watch("bad")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 100)
+    assert "bad" not in scheduler
+    assert [(e["reason"], e["status"]) for e in logs if e["event"] == "job_dropped"] == [
+        ("rejected", 400)
+    ]
+
+
+async def test_misrouted_404_never_drops(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    proxy = Misrouted(404, "404 without X-Elastic-Product: <html>")
+    script.script("job-a", proxy, proxy)
+    scheduler.watch("job-a")
+    scheduler.watch("job-b")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 61)
+    assert "job-a" in scheduler
+    assert script.times("job-a") == [0, 0.5, 1.5, 60]
+    failed = [e for e in logs if e["event"] == "checkin_failed"]
+    assert failed[0]["reason"] == "misrouted"
+    assert not [e for e in logs if e["event"] == "job_dropped"]
+
+
+async def test_unauthorized_is_logged_once_and_jobs_are_kept(
+    clock: ManualClock, script: Script
+) -> None:
+    denied = Unauthorized(403, "action [...] is unauthorized for API key id [k]")
+    script.default = denied
+    scheduler = make(clock, script)
+    scheduler.watch_many([f"job-{n}" for n in range(5)], "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 250)
+    assert len(scheduler) == 5
+    events = [e for e in logs if e["event"] == "elasticsearch_unauthorized"]
+    assert len(events) == 1
+    assert "manage_connector" in events[0]["needed"]
+    assert ".elastic-connectors-sync-jobs" in events[0]["needed"]
+
+
+async def test_grants_in_due_order_within_the_in_flight_limit(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, max_in_flight=2, ramp_rate=1000.0)
+    script.gate = anyio.Event()
+    ids = [f"job-{n}" for n in range(6)]
+    scheduler.watch_many(ids, "test")
+    async with running(scheduler):
+        await clock.advance(1)
+        assert [job for _, job in script.calls] == ids[:2]
+        assert scheduler.in_flight == 2
+        script.gate.set()
+        await clock.advance(0)
+    assert [job for _, job in script.calls] == ids
+    assert script.peak == 2
+
+
+async def test_one_request_per_job_even_when_it_outlasts_the_interval(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0, interval=10.0, idle_after=30.0)
+    script.gate = anyio.Event()
+    scheduler.watch("slow")
+    async with running(scheduler):
+        for _ in range(5):
+            await clock.advance(10)
+        assert script.times("slow") == [0]
+        script.gate.set()
+        await clock.advance(0)
+    assert len(script.calls) == 1
+
+
+async def test_a_batch_is_ramped_not_burst(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script, ramp_rate=1000.0)
+    scheduler.watch_many([f"job-{n}" for n in range(10_000)], "test")
+    assert scheduler.next_due() == T0
+    dues = sorted(job.next_due for job in scheduler.jobs() if job.next_due is not None)
+    offset = clock.wall() - clock.monotonic()
+    assert dues[-1] - offset - T0 == pytest.approx(9.999)
+    async with running(scheduler):
+        await clock.advance(1.0)
+        for _ in range(50):  # time stands still; let the loop work through what is due
+            await clock.advance(0)
+        # About one second's worth of the ramp, not the whole batch.
+        assert 990 <= len(script.calls) <= 1010
+
+
+async def test_failing_job_gets_three_attempts_before_idle(
+    clock: ManualClock, script: Script
+) -> None:
+    """Even with the server asking for long pauses, the idle cap squeezes in retries."""
+    conflict = Retryable("http", "version conflict", status=409, retry_after=600, job_specific=True)
+    script.script("job-a", OK, *[conflict] * 20)
+    scheduler = make(clock, script, jitter=0.0, rng=lambda: 0.999)
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await run_until(clock, scheduler, 299)
+    attempts_after_success = [t for t in script.times("job-a") if 0 < t < 300]
+    assert len(attempts_after_success) >= 4  # the 60 s check-in plus three retries
+
+
+async def test_outage_mode_probes_one_at_a_time_and_recovers_spread(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0, max_in_flight=8)
+    ids = [f"job-{n:03}" for n in range(100)]
+    scheduler.watch_many(ids, "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 59)  # all checked in once
+            assert len(script.calls) == 100
+            script.default = REFUSED
+            await run_until(clock, scheduler, 180)
+            during = [t for t, _ in script.calls if t > T0 + 60]
+            assert scheduler.in_outage
+            assert script.peak <= 8
+            # Outage declared after 8 failures; then one probe at a time,
+            # backing off, never more often than the probe cap allows.
+            assert len(during) < 8 + 20
+            script.default = OK
+            outage_calls = len(script.calls)
+            # The next probe comes within the probe cap (30 s); then the spread.
+            await run_until(clock, scheduler, 180 + 30 + 60 * RECOVERY_SPREAD + 1)
+            recovered_calls = script.calls[outage_calls:]
+    assert not scheduler.in_outage
+    assert {job for _, job in recovered_calls} == set(ids)
+    events = [e["event"] for e in logs]
+    assert events.count("elasticsearch_unreachable") == 1
+    assert events.count("elasticsearch_recovered") == 1
+    assert events.count("checkin_failed") <= 2
+    recovered = next(e for e in logs if e["event"] == "elasticsearch_recovered")
+    assert recovered["duration_s"] > 0
+    # Spread: no second holds more than a fair share of the 100 recovery check-ins.
+    per_second: dict[int, int] = defaultdict(int)
+    for t, _ in recovered_calls:
+        per_second[int(t)] += 1
+    assert max(per_second.values()) <= 5
+
+
+async def test_failures_across_jobs_are_aggregated(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    failing = [f"bad-{n}" for n in range(10)]
+    for job_id in failing:
+        script.script(job_id, UNAVAILABLE)
+    interleaved = [
+        x for pair in zip(failing, [f"ok-{n}" for n in range(10)], strict=True) for x in pair
+    ]
+    scheduler.watch_many(interleaved, "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 61)
+    failed = [e for e in logs if e["event"] == "checkin_failed"]
+    assert len(failed) == 2
+    assert failed[0]["job_id"] == "bad-0"
+    assert failed[1]["failures"] == 9
+    assert failed[1]["jobs"] == 9
+    assert not scheduler.in_outage
+
+
+async def test_unwatch_while_in_flight_stops_the_job(clock: ManualClock, script: Script) -> None:
+    scheduler = make(clock, script)
+    script.gate = anyio.Event()
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await clock.advance(0)
+        assert scheduler.unwatch("job-a")
+        script.gate.set()
+        await run_until(clock, scheduler, 300)
+    assert script.times("job-a") == [0]
+    assert scheduler.jobs() == []
+
+
+async def test_shorter_interval_on_reconfigure_takes_effect_at_once(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await clock.advance(1)
+        scheduler.reconfigure(
+            schedule=ScheduleSettings(interval=10.0, jitter=0.0),
+            backoff_settings=BackoffSettings(),
+        )
+        await run_until(clock, scheduler, 25)
+    assert script.times("job-a") == [0, 11, 21]
+
+
+async def test_invalid_ids_are_refused_before_anything_changes(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script)
+    with pytest.raises(ValueError, match="empty"):
+        scheduler.watch_many(["ok", ""], "test")
+    assert len(scheduler) == 0
