@@ -163,6 +163,18 @@ class JobsSettings(_Section):
         return list(dict.fromkeys(ids))
 
 
+class StateSettings(_Section):
+    #: Where the watch list is saved; default ``$STATE_DIRECTORY`` (set by systemd's
+    #: StateDirectory=), else nowhere (the watch list then lives in memory only).
+    dir: Path | None = Field(
+        default_factory=lambda: (
+            Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+            if os.environ.get("STATE_DIRECTORY")
+            else None
+        )
+    )
+
+
 class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -183,6 +195,7 @@ class Config(BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
@@ -254,6 +267,14 @@ def _read_secret_file(path: Path, key: str, source: str) -> str:
 def _resolve_secret_files(config: Config, source: str) -> Config:
     es = config.elasticsearch
     updates: dict[str, Any] = {}
+    credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / "api_key"
+    no_auth = not (
+        es.api_key or es.api_key_file or es.username or es.bearer_token or es.bearer_token_file
+    )
+    if no_auth and credential.is_file():
+        # systemd's LoadCredential=api_key:... with no auth configured: use it.
+        es = es.model_copy(update={"api_key_file": credential})
+        updates["api_key_file"] = credential
     for file_key, value_key in (
         ("api_key_file", "api_key"),
         ("password_file", "password"),

@@ -31,10 +31,17 @@ from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
-from heartbeat.errors import ConfigError
+from heartbeat.errors import ConfigError, InvalidJobId
+from heartbeat.jobid import validate_job_id
 from heartbeat.scheduler import JobView, Scheduler
+from heartbeat.sources import build_sources
+from heartbeat.state import StateStore
+from heartbeat.systemd import Notifier
 
 log = structlog.get_logger("heartbeat")
+
+#: Seconds between two STATUS= updates to systemd.
+STATUS_PERIOD = 10.0
 
 
 def register_secrets(config: Config) -> None:
@@ -58,7 +65,11 @@ class Heartbeat:
             clock=clock,
         )
         self._tg: TaskGroup | None = None
+        self._services: TaskGroup | None = None
         self._retired: list[Client] = []
+        self.state: StateStore | None = None
+        if config.state.dir is not None:
+            self.state = StateStore(config.state.dir, self.scheduler.sources)
 
     @property
     def client(self) -> Client:
@@ -66,11 +77,47 @@ class Heartbeat:
 
     async def __aenter__(self) -> Heartbeat:
         await self._client.open()
+        self._restore()
         self.scheduler.watch_many(self.config.jobs.ids, "config")
+        if self.state is not None:
+            state = self.state
+            self.scheduler.change_observers.append(lambda *_: state.changed())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.scheduler.run, name="heartbeat scheduler")
+        # Sources, the state saver and listeners run in their own group, stopped
+        # before the scheduler drains: no new ids arrive during shutdown.
+        self._services = anyio.create_task_group()
+        await self._services.__aenter__()
+        if self.state is not None:
+            self._services.start_soon(self.state.run, name="heartbeat state saver")
+            self.state.changed()
         return self
+
+    def _restore(self) -> None:
+        """Watch again what the state file says was watched (before any source)."""
+        if self.state is None:
+            return
+        saved = self.state.load()
+        by_source: dict[str, list[str]] = {}
+        for job_id, sources in saved.items():
+            for source in sources:
+                by_source.setdefault(source, []).append(job_id)
+        configured = set(self.config.jobs.ids)
+        restored = 0
+        for source, ids in by_source.items():
+            if source == "config":
+                # The configuration is the truth for its own ids.
+                ids = [job_id for job_id in ids if job_id in configured]
+            valid = []
+            for job_id in ids:
+                try:
+                    valid.append(validate_job_id(job_id))
+                except InvalidJobId as exc:
+                    log.warning("state_entry_invalid", error=str(exc))
+            restored += self.scheduler.watch_many(valid, source)
+        if saved:
+            log.info("state_loaded", path=str(self.state.path), jobs=restored)
 
     async def __aexit__(
         self,
@@ -78,21 +125,63 @@ class Heartbeat:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.scheduler.stop()
         try:
-            if self._tg is not None:
-                await self._tg.__aexit__(exc_type, exc, tb)
+            if self._services is not None:
+                self._services.cancel_scope.cancel()
+                await self._services.__aexit__(None, None, None)
         finally:
-            self._tg = None
-            with anyio.CancelScope(shield=True):
-                for client in (*self._retired, self._client):
-                    await client.close()
+            self._services = None
+            self.scheduler.stop()
+            try:
+                if self._tg is not None:
+                    await self._tg.__aexit__(exc_type, exc, tb)
+            finally:
+                self._tg = None
+                self._save_on_exit()
+                with anyio.CancelScope(shield=True):
+                    for client in (*self._retired, self._client):
+                        await client.close()
+
+    def _save_on_exit(self) -> None:
+        if self.state is None:
+            return
+        try:
+            self.state.save_now()
+        except OSError as error:
+            log.error("state_save_failed", path=str(self.state.path), error=str(error))
 
     def start_soon(self, func: Any, *args: Any, name: str | None = None) -> None:
         """Run a helper task (a source, a listener) for as long as the Heartbeat runs."""
-        if self._tg is None:
+        if self._services is None:
             raise RuntimeError("Heartbeat is not running")
-        self._tg.start_soon(func, *args, name=name)
+        self._services.start_soon(func, *args, name=name)
+
+    async def start(self, func: Any, *args: Any, name: str | None = None) -> Any:
+        """Like :meth:`start_soon`, but wait for ``task_status.started()``."""
+        if self._services is None:
+            raise RuntimeError("Heartbeat is not running")
+        return await self._services.start(func, *args, name=name)
+
+    async def persisted(self) -> None:
+        """Return once every watch-list change made so far is on disk (no-op without
+        ``[state] dir``). Acknowledge to a producer only after this."""
+        if self.state is not None:
+            await self.state.persisted()
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= and the logs."""
+        scheduler = self.scheduler
+        now = scheduler.clock.monotonic()
+        parts = [f"watching {len(scheduler)} jobs"]
+        if scheduler.last_success_at is not None:
+            parts.append(f"last check-in {now - scheduler.last_success_at:.0f} s ago")
+        if scheduler.outage_since is not None:
+            parts.append(f"elasticsearch unreachable for {now - scheduler.outage_since:.0f} s")
+        elif scheduler.last_contact_ok is False:
+            parts.append("elasticsearch failing")
+        elif scheduler.last_contact_ok:
+            parts.append("elasticsearch ok")
+        return ", ".join(parts)
 
     # The library API.
 
@@ -159,11 +248,21 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
     """``heartbeat run``: check jobs in until SIGTERM/SIGINT; SIGHUP reloads."""
     if path is not None:
         warn_if_exposed(path)
+    notifier = Notifier.from_env()
     stopped_by = "signal"
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with Heartbeat(config) as hb:
             if extra_ids:
                 hb.watch_many(extra_ids, "cli")
+            sources = build_sources(config)
+            for source in sources:
+                await hb.start(source.run, hb, name=f"source {source.name}")
+            watchdog = notifier.watchdog_interval()
+            if watchdog is not None:
+                # From the scheduler's own loop: a stuck loop trips systemd's watchdog.
+                hb.scheduler.add_periodic(watchdog, lambda _now: notifier.watchdog())
+            if notifier.enabled:
+                hb.scheduler.add_periodic(STATUS_PERIOD, lambda _now: notifier.status(hb.summary()))
             log.info(
                 "daemon_started",
                 version=__version__,
@@ -172,12 +271,19 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
                 hosts=config.elasticsearch.urls(),
                 jobs=len(hb.scheduler),
                 interval=config.schedule.interval,
+                sources=[source.name for source in sources],
             )
+            notifier.ready(status=hb.summary())
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await reload(hb, path)
+                    notifier.reloading()
+                    if await reload(hb, path):
+                        for source in sources:
+                            await source.reload(hb.config)
+                    notifier.ready(status=hb.summary())
                     continue
                 stopped_by = signal.Signals(signum).name
+                notifier.stopping()
                 log.info("daemon_stopping", signal=stopped_by, in_flight=hb.scheduler.in_flight)
                 break
             jobs = len(hb.scheduler)

@@ -54,7 +54,8 @@ CheckIn = Callable[[str], Awaitable[Outcome]]
 #: Called after every check-in with ``(job_id, outcome, seconds it took)``.
 OutcomeObserver = Callable[[str, Outcome, float], None]
 #: Called on watch-list changes with ``(change, job_id, fields)``: change is
-#: ``added``, ``removed`` or ``dropped``.
+#: ``added``, ``removed``, ``dropped`` or ``sources`` (another source claims or
+#: releases a job that stays watched).
 ChangeObserver = Callable[[str, str, dict[str, Any]], None]
 
 #: Recovery after an outage is spread over this fraction of the interval: the peak
@@ -160,6 +161,7 @@ class Scheduler:
             if job is not None:
                 if source not in job.sources:
                     job.sources = (*job.sources, source)
+                    self._notify_change("sources", job_id, {"source": source})
                 continue
             due = max(now, self._ramp_next)
             self._ramp_next = due + spacing
@@ -184,8 +186,11 @@ class Scheduler:
         job = self._jobs.get(job_id)
         if job is None:
             return False
-        if source is not None and source in job.sources and len(job.sources) > 1:
+        if source is not None and source not in job.sources:
+            return False
+        if source is not None and len(job.sources) > 1:
             job.sources = tuple(s for s in job.sources if s != source)
+            self._notify_change("sources", job_id, {"removed_source": source})
             return False
         self._remove(job)
         self._log.info("job_removed", job_id=job_id, reason=reason)
@@ -201,6 +206,10 @@ class Scheduler:
 
     def job_ids(self) -> list[str]:
         return list(self._jobs)
+
+    def sources(self) -> dict[str, tuple[str, ...]]:
+        """Every watched id with the sources that asked for it (for the state file)."""
+        return {job.id: job.sources for job in self._jobs.values()}
 
     def _view(self, job: Job) -> JobView:
         offset = self.clock.wall() - self.clock.monotonic()

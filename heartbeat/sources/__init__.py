@@ -1,0 +1,39 @@
+"""Where job ids come from, besides ``[jobs] ids`` and the library API.
+
+Each source feeds the same watch list (``hb.watch_many(ids, source=NAME)`` and
+``hb.scheduler.unwatch(id, reason=..., source=NAME)``), through the same id
+validation, and never touches the scheduler's timing. A source is an object with::
+
+    name: str
+    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[None]) -> None
+        # call task_status.started() once the source is serving; run until cancelled
+    async def reload(self, config: Config) -> None
+        # SIGHUP: pick up changed settings where that makes sense
+
+:func:`build_sources` returns the sources the configuration asks for; the daemon
+starts them after the saved watch list is loaded and before it reports ready.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from heartbeat.config import Config
+    from heartbeat.daemon import Heartbeat
+
+
+class Source(Protocol):
+    name: str
+
+    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None: ...
+
+    async def reload(self, config: Config) -> None: ...
+
+
+def build_sources(config: Config) -> list[Source]:
+    """The sources enabled by ``config``, in start order."""
+    sources: list[Source] = []
+    return sources

@@ -1,0 +1,154 @@
+"""The watch list on disk, so that it survives restarts (``[state] dir``).
+
+Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for it.
+Saved atomically (temporary file, fsync, rename, fsync of the directory) after each
+change, bursts coalesced into one write; loaded at start before any source runs.
+A corrupt or unreadable file is logged, kept aside under a new name, and the daemon
+starts from its sources: never a crash loop.
+
+Producers that acknowledge (the control API's 2xx, the Redis stream's XACK) first
+``await store.persisted()``, which returns once every change made before the call is
+on disk: an acknowledged id survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+log = structlog.get_logger("heartbeat")
+
+FILENAME = "watchlist.json"
+FORMAT_VERSION = 1
+#: Changes within this many seconds of each other are written together.
+COALESCE = 0.05
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def encode(jobs: dict[str, tuple[str, ...]]) -> bytes:
+    payload = {"version": FORMAT_VERSION, "jobs": {k: list(v) for k, v in jobs.items()}}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode(raw: bytes) -> dict[str, tuple[str, ...]]:
+    """Parse a state file; ValueError with the reason when it is not one."""
+    payload: Any = json.loads(raw.decode("utf-8"))
+    if not isinstance(payload, dict) or payload.get("version") != FORMAT_VERSION:
+        raise ValueError("not a heartbeat watch list (version 1)")
+    jobs = payload.get("jobs")
+    if not isinstance(jobs, dict):
+        raise ValueError("'jobs' is not an object")
+    result: dict[str, tuple[str, ...]] = {}
+    for job_id, sources in jobs.items():
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise ValueError(f"sources of {job_id!r} are not a list of strings")
+        result[job_id] = tuple(sources) or ("state",)
+    return result
+
+
+class StateStore:
+    """Loads and saves the watch list. ``snapshot`` returns the current list."""
+
+    def __init__(self, directory: Path, snapshot: Callable[[], dict[str, tuple[str, ...]]]):
+        self.directory = directory
+        self.path = directory / FILENAME
+        self._snapshot = snapshot
+        self._changed = 0
+        self._saved = 0
+        self._dirty = anyio.Event()
+        self._saved_event = anyio.Event()
+        self.failed: str | None = None
+
+    def load(self) -> dict[str, tuple[str, ...]]:
+        """The saved watch list; empty (and the bad file set aside) when unusable."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.error("state_unreadable", path=str(self.path), error=exc.strerror or str(exc))
+            return {}
+        try:
+            return decode(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            aside = self.path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                aside = self.path
+            log.error("state_corrupt", path=str(self.path), kept_as=str(aside), error=str(exc))
+            return {}
+
+    def changed(self) -> None:
+        """Note that the watch list changed (cheap; the saver writes soon)."""
+        self._changed += 1
+        self._dirty.set()
+
+    async def persisted(self) -> None:
+        """Return once every change noted before this call is on disk."""
+        target = self._changed
+        while self._saved < target:
+            await self._saved_event.wait()
+
+    def save_now(self) -> None:
+        """Write synchronously (used at shutdown)."""
+        generation = self._changed
+        self._write(encode(self._snapshot()))
+        self._saved = max(self._saved, generation)
+
+    def _write(self, data: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(self.path, data)
+
+    async def run(self) -> None:
+        """The saver task: writes after changes, coalescing bursts; retries failures."""
+        delay = 1.0
+        while True:
+            await self._dirty.wait()
+            await anyio.sleep(COALESCE)
+            self._dirty = anyio.Event()
+            generation = self._changed
+            data = encode(self._snapshot())
+            try:
+                await anyio.to_thread.run_sync(self._write, data)
+            except OSError as exc:
+                if self.failed is None:
+                    log.error("state_save_failed", path=str(self.path), error=str(exc))
+                self.failed = str(exc)
+                self._dirty.set()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.failed is not None:
+                log.info("state_saved", path=str(self.path), jobs=data.count(b'":['))
+                self.failed = None
+            delay = 1.0
+            self._saved = generation
+            saved, self._saved_event = self._saved_event, anyio.Event()
+            saved.set()
