@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=9200, help="port (default 9200)")
     emulator.add_argument(
+        "--data",
+        metavar="PATH",
+        type=Path,
+        help="load jobs from this JSON file at start and save them at exit",
+    )
+    emulator.add_argument(
         "--api-key-file",
         metavar="PATH",
         help="require 'Authorization: ApiKey <contents of PATH>' "
@@ -146,7 +152,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     logs.configure(format="auto", level="info")
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run_emulator, args.host, args.port, api_key)
+        anyio.run(run_emulator, args.host, args.port, api_key, args.data)
     return EXIT_OK
 
 

@@ -64,6 +64,7 @@ import binascii
 import json
 import re
 import secrets
+import signal
 import ssl
 import time
 from collections import Counter, deque
@@ -71,9 +72,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote
 
+import anyio
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -445,6 +448,30 @@ class Emulator:
             job.completed_at = moment
             if status == "canceled":
                 job.canceled_at = moment
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Every job as plain data (for :meth:`import_jobs` in another process)."""
+        return [
+            {
+                "job_id": job.id,
+                "connector_id": job.connector_id,
+                "job_type": job.job_type,
+                "status": job.status,
+                "worker_hostname": job.worker_hostname,
+            }
+            for job in sorted(self._jobs.values(), key=lambda j: j.seq)
+        ]
+
+    def import_jobs(self, jobs: Iterable[dict[str, Any]]) -> None:
+        """Create the jobs :meth:`export_jobs` described (timestamps start afresh)."""
+        for job in jobs:
+            self.create_job(
+                connector_id=job["connector_id"],
+                job_type=job["job_type"],
+                status=job["status"],
+                worker_hostname=job.get("worker_hostname"),
+                job_id=job["job_id"],
+            )
 
     def checkins(self, job_id: str | None = None) -> list[RecordedRequest]:
         """Recorded check-in requests, all of them or those naming ``job_id``."""
@@ -892,8 +919,23 @@ async def serve(
         await runner.cleanup()
 
 
-async def run_emulator(host: str, port: int, api_key: str | None) -> None:
-    """Serve a fresh emulator until cancelled, after printing ``emulator_listening url=...``."""
-    async with serve(Emulator(api_key=api_key), host, port) as url:
-        print(f"emulator_listening url={url}", flush=True)
-        await asyncio.Event().wait()
+async def run_emulator(host: str, port: int, api_key: str | None, data: Path | None = None) -> None:
+    """Serve an emulator until SIGTERM/SIGINT, after printing ``emulator_listening url=...``.
+
+    With ``data``, jobs are loaded from that JSON file at start (when it exists) and
+    written back at exit, so a restarted emulator keeps its jobs as Elasticsearch would.
+    """
+    emulator = Emulator(api_key=api_key)
+    store = None if data is None else anyio.Path(data)
+    if store is not None and await store.exists():
+        emulator.import_jobs(json.loads(await store.read_text(encoding="utf-8")))
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with serve(emulator, host, port) as url:
+                print(f"emulator_listening url={url}", flush=True)
+                async for _ in signals:
+                    break
+    finally:
+        if store is not None:
+            with anyio.CancelScope(shield=True):
+                await store.write_text(json.dumps(emulator.export_jobs()), encoding="utf-8")
