@@ -1,4 +1,4 @@
-"""The command line: ``heartbeat run | check-in | validate | emulator | demo``.
+"""The command line: ``heartbeat run | check-in | validate | emulator | demo | jobs``.
 
 Owns argument parsing, exit codes and turning a :class:`ConfigError` into one line
 and status 78. Everything else is delegated.
@@ -22,6 +22,7 @@ import anyio
 from heartbeat import config as configuration
 from heartbeat import logs
 from heartbeat._version import __version__
+from heartbeat.control_cli import add_jobs_parser, cmd_jobs
 from heartbeat.errors import EX_CONFIG, ConfigError, InvalidJobId
 
 EXIT_OK = 0
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="watch a few jobs on the built-in emulator for about 20 s"
     )
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    add_jobs_parser(commands)
     return parser
 
 
@@ -168,6 +170,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
+    "jobs": cmd_jobs,
 }
 
 
@@ -177,6 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"heartbeat: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except BaseExceptionGroup as group:
+        # A listener that cannot start (control socket taken) raises inside the daemon's
+        # task groups: the same one line and status 78 as any configuration error.
+        config_errors, rest = group.split(ConfigError)
+        if config_errors is None or rest is not None:
+            raise
+        error: BaseException = config_errors
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        print(f"heartbeat: configuration error: {error}", file=sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK

@@ -13,8 +13,10 @@ import base64
 import json
 import platform
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -39,6 +41,11 @@ USER_AGENT = (
 )
 #: Answers larger than this are not read in full: we only need the error type.
 MAX_BODY = 64 * 1024
+#: Job documents (one, or a page of the list) are read whole, up to this size: a sync
+#: job embeds its connector's configuration and filtering rules, often beyond MAX_BODY.
+DOCUMENT_MAX_BODY = 16 * 1024 * 1024
+#: A job list whose size changes between two pages is read again, this many times at most.
+LIST_ATTEMPTS = 3
 NEEDED_PRIVILEGES = (
     "cluster privilege manage_connector, and write on index .elastic-connectors-sync-jobs*"
 )
@@ -86,6 +93,15 @@ def checkin_path(job_id: str) -> str:
 
 def job_path(job_id: str) -> str:
     return f"/_connector/_sync_job/{encode_segment(job_id)}"
+
+
+def list_path(offset: int, size: int, filters: dict[str, str], fields: Sequence[str]) -> str:
+    """The encoded path (with query) of one page of the sync-job list."""
+    params = {**filters, "from": str(offset), "size": str(size)}
+    if fields:
+        # Real Elasticsearch then sends only these fields (the emulator ignores it).
+        params["filter_path"] = ",".join(["count", *(f"results.{name}" for name in fields)])
+    return "/_connector/_sync_job?" + urlencode(params, quote_via=quote, safe="")
 
 
 @dataclass(slots=True)
@@ -173,7 +189,9 @@ class Client:
 
         return float(self._wall()) if self._wall is not None else time.time()
 
-    async def request(self, method: str, path: str, body: Any = None) -> Answer | Retryable:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, max_body: int = MAX_BODY
+    ) -> Answer | Retryable:
         """Send one request (``path`` already encoded) and read the whole answer.
 
         Tries the next host when a connection cannot be made (nothing was sent);
@@ -192,7 +210,7 @@ class Client:
                 async with self._session.request(
                     method, url, data=data, headers=headers, allow_redirects=False
                 ) as response:
-                    raw = await response.content.read(MAX_BODY)
+                    raw = await response.content.read(max_body)
                     return _answer(response, raw)
             except aiohttp.ClientConnectorCertificateError as exc:
                 return Retryable(
@@ -237,7 +255,7 @@ class Client:
     async def get_job(self, job_id: str) -> dict[str, Any] | Outcome:
         """``GET /_connector/_sync_job/<id>``: the document, or why not."""
         validate_job_id(job_id)
-        answer = await self.request("GET", job_path(job_id))
+        answer = await self.request("GET", job_path(job_id), max_body=DOCUMENT_MAX_BODY)
         if isinstance(answer, Retryable):
             return answer
         outcome = classify(answer, now_wall=self._wall_now())
@@ -246,6 +264,58 @@ class Client:
                 return answer.body
             return Retryable("malformed", "job document is not a JSON object")
         return outcome
+
+    async def list_jobs(
+        self,
+        *,
+        connector_id: str | None = None,
+        status: str | None = None,
+        fields: Sequence[str] = (),
+        page_size: int = 100,
+    ) -> list[dict[str, Any]] | Outcome:
+        """``GET /_connector/_sync_job?connector_id=&status=&from=&size=``, every page:
+        the documents, newest first, or why not. ``fields`` limits what is sent
+        (``filter_path``). A list whose size changes between pages is read again."""
+        filters = {
+            name: value
+            for name, value in (("connector_id", connector_id), ("status", status))
+            if value is not None
+        }
+        for _ in range(LIST_ATTEMPTS):
+            documents: list[dict[str, Any]] = []
+            total: int | None = None
+            while total is None or len(documents) < total:
+                path = list_path(len(documents), page_size, filters, fields)
+                answer = await self.request("GET", path, max_body=DOCUMENT_MAX_BODY)
+                if isinstance(answer, Retryable):
+                    return answer
+                outcome = classify(answer, now_wall=self._wall_now())
+                if not isinstance(outcome, Success):
+                    return outcome
+                page = _job_page(answer.body)
+                if page is None:
+                    return Retryable("malformed", "job list is not {count, results: [...]}")
+                count, results = page
+                if total is not None and count != total:
+                    break  # the list changed under us: read it again
+                total = count
+                documents.extend(results)
+                if len(results) < page_size:
+                    return documents
+            else:
+                return documents
+        return Retryable("inconsistent", "the job list kept changing while it was read")
+
+
+def _job_page(body: Any) -> tuple[int, list[dict[str, Any]]] | None:
+    """``(count, results)`` of one list page; None when it is not one. Elasticsearch's
+    ``filter_path`` leaves ``results`` out when it is empty."""
+    if not isinstance(body, dict) or not isinstance(body.get("count"), int):
+        return None
+    results = body.get("results", [])
+    if not isinstance(results, list) or not all(isinstance(doc, dict) for doc in results):
+        return None
+    return body["count"], results
 
 
 def _answer(response: aiohttp.ClientResponse, raw: bytes) -> Answer:

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import socket
 import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -47,9 +52,22 @@ ENV_PREFIX = "HEARTBEAT_"
 ENV_PATH = "HEARTBEAT_CONFIG"
 
 #: Keys whose values are never echoed in an error message or in ``validate``.
-SECRET_KEYS = frozenset({"api_key", "password", "bearer_token"})
+SECRET_KEYS = frozenset({"api_key", "password", "bearer_token", "token"})
+#: Keys whose values may hold a secret inside them (``queue.url``): never echoed either.
+SECRET_BEARING_KEYS = frozenset({"url"})
+REDACTED = "***"
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _no_nul(path: Path) -> Path:
+    if "\x00" in str(path):
+        raise ValueError("a path cannot contain a NUL byte")
+    return path
+
+
+#: A filesystem path; refused early when the OS could never open it.
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 class _Section(BaseModel):
@@ -60,17 +78,17 @@ class ElasticsearchSettings(_Section):
     hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], min_length=1)
     cloud_id: str | None = None
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: FilePath | None = None
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    ca_certs: Path | None = None
+    bearer_token_file: FilePath | None = None
+    ca_certs: FilePath | None = None
     verify_certs: bool = True
     ssl_assert_fingerprint: str | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
+    client_cert: FilePath | None = None
+    client_key: FilePath | None = None
     request_timeout: PositiveFloat = 10.0
 
     @field_validator("hosts")
@@ -141,6 +159,9 @@ class ScheduleSettings(_Section):
     shutdown_timeout: float = Field(default=10.0, ge=0)
     #: New jobs per second when a batch arrives at once (start-up, a big file).
     ramp_rate: PositiveFloat = 1000.0
+    #: Seconds in which every watched job's status is read once (finished jobs are
+    #: dropped); 0 turns it off. See heartbeat.finished.
+    status_check_interval: float = Field(default=300.0, ge=0)
 
 
 class BackoffSettings(_Section):
@@ -151,6 +172,8 @@ class BackoffSettings(_Section):
 
 class JobsSettings(_Section):
     ids: list[str] = Field(default_factory=list)
+    #: A file of ids, one per line (heartbeat.sources.file), re-read when it changes.
+    file: Path | None = None
 
     @field_validator("ids")
     @classmethod
@@ -166,7 +189,7 @@ class JobsSettings(_Section):
 class StateSettings(_Section):
     #: Where the watch list is saved; default ``$STATE_DIRECTORY`` (set by systemd's
     #: StateDirectory=), else nowhere (the watch list then lives in memory only).
-    dir: Path | None = Field(
+    dir: FilePath | None = Field(
         default_factory=lambda: (
             Path(os.environ["STATE_DIRECTORY"].split(":")[0])
             if os.environ.get("STATE_DIRECTORY")
@@ -175,9 +198,253 @@ class StateSettings(_Section):
     )
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"k/N"`` -> ``(k, N)`` with ``0 <= k < N``; ValueError otherwise."""
+    k, slash, n = text.partition("/")
+    if not slash or not k.strip().isdigit() or not n.strip().isdigit():
+        raise ValueError("must be 'k/N' with whole numbers, e.g. '0/2'")
+    index, count = int(k), int(n)
+    if count < 1 or index >= count:
+        raise ValueError("must be 'k/N' with N >= 1 and 0 <= k < N")
+    return index, count
+
+
+def url_password(url: str) -> str | None:
+    """The password a Redis URL carries (``user:pass@`` or ``?password=``), if any."""
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for name, value in parse_qsl(parts.query):
+        if name == "password" and value:
+            return value
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: the form that may be logged."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if has_password:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+    query = "&".join(
+        f"password={REDACTED}" if item.partition("=")[0] == "password" else item
+        for item in parts.query.split("&")
+    )
+    redacted = f"{parts.scheme}://{netloc}{parts.path}"
+    return redacted + (f"?{query}" if parts.query else "")
+
+
+class QueueSettings(_Section):
+    """``[queue]``: a Redis stream of watch/unwatch entries (heartbeat.sources.queue)."""
+
+    #: ``redis://``, ``rediss://`` or ``unix://``; unset: no queue. Never logged as is.
+    url: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    stream: str = Field(default="heartbeat:jobs", min_length=1)
+    #: One consumer group per daemon (or replica set): each group sees every entry.
+    group: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: Stable across restarts, so a restarted daemon re-reads its unacknowledged entries.
+    consumer: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: ``"k/N"``: keep only ids with ``zlib.crc32(id.encode("utf-8")) % N == k``.
+    shard: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            urlsplit(url).port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            raise ValueError("is not a valid URL (check the host and port)") from None
+        return url
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, shard: str | None) -> str | None:
+        if shard is None:
+            return None
+        index, count = parse_shard(shard)
+        return f"{index}/{count}"
+
+    @model_validator(mode="after")
+    def _one_password(self) -> QueueSettings:
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        in_url = self.url is not None and url_password(self.url) is not None
+        if in_url and (self.password or self.password_file):
+            raise ValueError("set the password in url or in password/password_file, not both")
+        return self
+
+
+class DiscoverySettings(_Section):
+    """``[discovery]``: watch the running jobs of these connectors claimed by this host."""
+
+    connector_ids: list[str] = Field(default_factory=list)
+    #: The ``worker_hostname`` a connector on this host claims its jobs with.
+    worker_hostname: str = Field(default_factory=socket.gethostname, min_length=1)
+    interval: PositiveFloat = 30.0
+
+    @field_validator("connector_ids")
+    @classmethod
+    def _connector_ids(cls, ids: list[str]) -> list[str]:
+        for index, connector_id in enumerate(ids):
+            if not connector_id.strip():
+                raise ValueError(f"entry {index}: connector id is empty")
+        return list(dict.fromkeys(ids))
+
+
 class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _clean_listen(value: object) -> object:
+    """``listen`` values: "" means off; anything else must parse as ``host:port``."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        parse_listen(value.strip())
+        return value.strip()
+    return value
+
+
+#: ``host:port`` to listen on, or None (off).
+ListenAddress = Annotated[str | None, BeforeValidator(_clean_listen)]
+
+
+class MetricsSettings(_Section):
+    #: ``host:port`` for /metrics, /livez and /readyz (``[::1]:9310`` for IPv6);
+    #: None or "" (the default): no listener.
+    listen: ListenAddress = None
+    #: Allow a non-loopback ``listen`` address (the endpoints have no authentication).
+    allow_remote: bool = False
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when metrics are off."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9310"`` -> ``("127.0.0.1", 9310)``; ``"[::1]:0"`` -> ``("::1", 0)``."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not host:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9310")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets, e.g. [::1]:9310")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError("the port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _default_control_socket() -> Path | None:
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) / "control.sock" if runtime else None
+
+
+#: Linux's sun_path holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+MIN_TOKEN_LENGTH = 16
+
+
+class ControlSettings(_Section):
+    """``[control]``: the local HTTP API that watches and unwatches ids (heartbeat.control)."""
+
+    #: Unix socket, mode 0600; default ``$RUNTIME_DIRECTORY/control.sock`` (systemd's
+    #: RuntimeDirectory=), else none. "" turns it off.
+    socket: Path | None = Field(default_factory=_default_control_socket)
+    #: ``host:port`` for the same API over TCP (``[::1]:9311`` for IPv6); needs a token.
+    listen: ListenAddress = None
+    #: Bearer token required on ``listen``: at least 16 printable ASCII characters.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    #: Allow a non-loopback ``listen`` address.
+    allow_remote: bool = False
+
+    @field_validator("socket", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("socket")
+    @classmethod
+    def _fits_sun_path(cls, value: Path | None) -> Path | None:
+        size = 0 if value is None else len(os.fsencode(value))
+        if size > MAX_SOCKET_PATH:
+            raise ValueError(f"is {size} bytes; a Unix socket path has at most {MAX_SOCKET_PATH}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ControlSettings:
+        if self.token and self.token_file:
+            raise ValueError("set token or token_file, not both")
+        return self
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when the API is not served over TCP."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+def _resolve_control_token(config: Config, source: str) -> Config:
+    control = config.control
+    if control.token_file is None:
+        return config
+    secret = _read_secret_file(control.token_file, "control.token_file", source)
+    return config.model_copy(
+        update={"control": control.model_copy(update={"token": SecretStr(secret)})}
+    )
+
+
+def usable_token(token: str) -> bool:
+    """Long enough to guess at no better than chance, and sendable in an HTTP header."""
+    printable = token.isascii() and token.isprintable() and " " not in token
+    return printable and len(token) >= MIN_TOKEN_LENGTH
+
+
+def _control_checks(config: Config, source: str) -> None:
+    control = config.control
+    token = control.token.get_secret_value() if control.token is not None else None
+    if token is not None and not usable_token(token):
+        raise ConfigError(
+            f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters, no spaces",
+            key="control.token_file" if control.token_file else "control.token",
+            source=source,
+        )
+    address = control.address()
+    if address is None:
+        return
+    if token is None:
+        raise ConfigError(
+            f"{control.listen!r}: the API over TCP needs control.token or control.token_file",
+            key="control.listen",
+            source=source,
+        )
+    if not control.allow_remote and not is_loopback(address[0]):
+        raise ConfigError(
+            f"{control.listen!r} is not a loopback address; set control.allow_remote = true "
+            "to serve the control API on it",
+            key="control.listen",
+            source=source,
+        )
 
 
 class Config(BaseSettings):
@@ -196,7 +463,11 @@ class Config(BaseSettings):
     backoff: BackoffSettings = Field(default_factory=BackoffSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -240,7 +511,8 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     if error["type"] == "extra_forbidden":
         return key, "unknown key"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if leaf in SECRET_KEYS or ("ctx" not in error and error["type"].startswith("model")):
+    secret = leaf in SECRET_KEYS | SECRET_BEARING_KEYS
+    if secret or ("ctx" not in error and error["type"].startswith("model")):
         return key, message
     value = error.get("input")
     if isinstance(value, (int, float, str, bool)) and leaf not in SECRET_KEYS and loc:
@@ -289,6 +561,16 @@ def _resolve_secret_files(config: Config, source: str) -> Config:
     return config.model_copy(update={"elasticsearch": es.model_copy(update=updates)})
 
 
+def _resolve_queue_password(config: Config, source: str) -> Config:
+    queue = config.queue
+    if queue.password_file is None:
+        return config
+    secret = _read_secret_file(queue.password_file, "queue.password_file", source)
+    return config.model_copy(
+        update={"queue": queue.model_copy(update={"password": SecretStr(secret)})}
+    )
+
+
 def _cross_checks(config: Config, source: str) -> None:
     s = config.schedule
     if s.interval >= s.idle_after:
@@ -303,6 +585,14 @@ def _cross_checks(config: Config, source: str) -> None:
             f"{s.interval * (1 + s.jitter):g}, which must be less than "
             f"schedule.idle_after ({s.idle_after:g})",
             key="schedule.interval",
+            source=source,
+        )
+    if config.discovery.interval >= s.idle_after:
+        # A job claimed just after a listing must be found before it goes idle.
+        raise ConfigError(
+            f"{config.discovery.interval:g} must be less than schedule.idle_after "
+            f"({s.idle_after:g})",
+            key="discovery.interval",
             source=source,
         )
     b = config.backoff
@@ -322,6 +612,14 @@ def _cross_checks(config: Config, source: str) -> None:
         path = getattr(es, key)
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{path} does not exist", key=f"elasticsearch.{key}", source=source)
+    metrics = config.metrics.address()
+    if metrics is not None and not config.metrics.allow_remote and not is_loopback(metrics[0]):
+        raise ConfigError(
+            f"{config.metrics.listen!r} is not a loopback address, and /metrics, /livez and "
+            "/readyz have no authentication; set metrics.allow_remote = true to listen on it",
+            key="metrics.listen",
+            source=source,
+        )
 
 
 def _env_source(key: str, environ: Mapping[str, str]) -> str | None:
@@ -369,7 +667,10 @@ def build(data: Mapping[str, Any], *, source: str) -> Config:
         where = f"{source} (environment {env_name})" if env_name else source
         raise ConfigError(message, key=key or None, source=where) from None
     config = _resolve_secret_files(config, source)
+    config = _resolve_queue_password(config, source)
+    config = _resolve_control_token(config, source)
     _cross_checks(config, source)
+    _control_checks(config, source)
     return config
 
 
@@ -381,7 +682,20 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 
 def holds_secret(data: Mapping[str, Any]) -> bool:
     es = data.get("elasticsearch")
-    return isinstance(es, Mapping) and any(es.get(key) for key in SECRET_KEYS)
+    if isinstance(es, Mapping) and any(es.get(key) for key in SECRET_KEYS):
+        return True
+    control = data.get("control")
+    if isinstance(control, Mapping) and control.get("token"):
+        return True
+    queue = data.get("queue")
+    if not isinstance(queue, Mapping):
+        return False
+    url = queue.get("url")
+    try:
+        in_url = isinstance(url, str) and url_password(url) is not None
+    except ValueError:
+        in_url = False
+    return bool(queue.get("password")) or in_url
 
 
 def world_readable(path: Path) -> bool:
@@ -395,8 +709,15 @@ def world_readable(path: Path) -> bool:
 def redacted(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by ``"***"``."""
     data = config.model_dump(mode="json")
+    if data["control"].get("token") is not None:
+        data["control"]["token"] = REDACTED
     es = data["elasticsearch"]
     for key in SECRET_KEYS:
         if es.get(key) is not None:
             es[key] = "***"
+    queue = data["queue"]
+    if queue.get("password") is not None:
+        queue["password"] = REDACTED
+    if config.queue.url is not None:
+        queue["url"] = redact_url(config.queue.url)
     return data

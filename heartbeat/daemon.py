@@ -14,9 +14,10 @@ here; this module does not speak HTTP itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,13 +27,17 @@ import structlog
 from anyio.abc import TaskGroup
 
 from heartbeat import config as configuration
-from heartbeat import logs
+from heartbeat import logs, observability
 from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
 from heartbeat.errors import ConfigError, InvalidJobId
+from heartbeat.finished import StatusChecker
+from heartbeat.health import Health
 from heartbeat.jobid import validate_job_id
+from heartbeat.metrics import Metrics
+from heartbeat.observability import Listener
 from heartbeat.scheduler import JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
@@ -64,18 +69,32 @@ class Heartbeat:
             backoff_settings=config.backoff,
             clock=clock,
         )
+        # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
+        self.status_checker = StatusChecker(
+            lambda job_id: self._client.get_job(job_id),
+            self.scheduler,
+            config.schedule.status_check_interval,
+        )
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
         self._retired: list[Client] = []
         self.state: StateStore | None = None
         if config.state.dir is not None:
             self.state = StateStore(config.state.dir, self.scheduler.sources)
+        # Always kept (cheap, O(1) per check-in): embedding code may read hb.health or
+        # expose hb.metrics.registry itself. [metrics] listen only adds the listener.
+        self.health = Health(self.scheduler)
+        self.metrics = Metrics(self.scheduler, self.health)
+        self.listener: Listener | None = None
 
     @property
     def client(self) -> Client:
         return self._client
 
     async def __aenter__(self) -> Heartbeat:
+        if self.state is not None:
+            # First, before anything is opened: ConfigError if another process uses it.
+            self.state.lock()
         await self._client.open()
         self._restore()
         self.scheduler.watch_many(self.config.jobs.ids, "config")
@@ -92,6 +111,20 @@ class Heartbeat:
         if self.state is not None:
             self._services.start_soon(self.state.run, name="heartbeat state saver")
             self.state.changed()
+        self._services.start_soon(self.status_checker.run, name="heartbeat status checks")
+        self._services.start_soon(self.health.lag_monitor.run, name="heartbeat lag monitor")
+        # Here rather than in serve(): a connector embedding heartbeat with [metrics]
+        # listen set gets the same endpoints. Listening before READY=1 is sent.
+        address = self.config.metrics.address()
+        if address is not None:
+            try:
+                self.listener = await self.start(
+                    observability.serve, self.metrics, self.health, *address, name="metrics"
+                )
+            except Exception:
+                # A bind failure: undo the half-started Heartbeat, raise it unwrapped.
+                await self.__aexit__(None, None, None)
+                raise
         return self
 
     def _restore(self) -> None:
@@ -134,7 +167,13 @@ class Heartbeat:
             self.scheduler.stop()
             try:
                 if self._tg is not None:
-                    await self._tg.__aexit__(exc_type, exc, tb)
+                    if isinstance(exc, Exception):
+                        # An error in the caller's block propagates as itself, not
+                        # wrapped in an ExceptionGroup by our task group.
+                        self._tg.cancel_scope.cancel()
+                        await self._tg.__aexit__(None, None, None)
+                    else:
+                        await self._tg.__aexit__(exc_type, exc, tb)
             finally:
                 self._tg = None
                 self._save_on_exit()
@@ -149,6 +188,8 @@ class Heartbeat:
             self.state.save_now()
         except OSError as error:
             log.error("state_save_failed", path=str(self.state.path), error=str(error))
+        finally:
+            self.state.unlock()
 
     def start_soon(self, func: Any, *args: Any, name: str | None = None) -> None:
         """Run a helper task (a source, a listener) for as long as the Heartbeat runs."""
@@ -204,7 +245,16 @@ class Heartbeat:
         old = self.config
         changed = [
             section
-            for section in ("elasticsearch", "schedule", "backoff", "jobs", "logging")
+            # queue and discovery are applied by their sources (serve() reloads them).
+            for section in (
+                "elasticsearch",
+                "schedule",
+                "backoff",
+                "jobs",
+                "logging",
+                "queue",
+                "discovery",
+            )
             if getattr(old, section) != getattr(new, section)
         ]
         register_secrets(new)
@@ -221,6 +271,7 @@ class Heartbeat:
         self.scheduler.reconfigure(
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in
         )
+        self.status_checker.set_interval(new.schedule.status_check_interval)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)
         for job_id in old.jobs.ids:
             if job_id not in new_ids:
@@ -250,10 +301,26 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
         warn_if_exposed(path)
     notifier = Notifier.from_env()
     stopped_by = "signal"
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    if config.schedule.interval * (1 + config.schedule.jitter) >= config.schedule.idle_after / 2:
+        log.warning(
+            "schedule_tight",
+            problem="interval * (1 + jitter) is not below idle_after / 2: a single failed "
+            "check-in leaves little time before the idle rule, and jobs count as at risk "
+            "between check-ins",
+        )
+    with (
+        anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+        _stopping_on_exit(notifier),
+    ):
         async with Heartbeat(config) as hb:
             if extra_ids:
                 hb.watch_many(extra_ids, "cli")
+            # Like the config file, the command line is the truth for its own ids: a
+            # --job id restored from the state file but not given this time is released.
+            given = set(extra_ids)
+            for job_id, claims in hb.scheduler.sources().items():
+                if "cli" in claims and job_id not in given:
+                    hb.scheduler.unwatch(job_id, reason="source", source="cli")
             sources = build_sources(config)
             for source in sources:
                 await hb.start(source.run, hb, name=f"source {source.name}")
@@ -280,7 +347,9 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
                     if await reload(hb, path):
                         for source in sources:
                             await source.reload(hb.config)
-                    notifier.ready(status=hb.summary())
+                        notifier.ready(status=hb.summary())
+                    else:
+                        notifier.ready(status=f"{hb.summary()}; reload failed, running config kept")
                     continue
                 stopped_by = signal.Signals(signum).name
                 notifier.stopping()
@@ -289,6 +358,15 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
             jobs = len(hb.scheduler)
     log.info("daemon_stopped", reason=stopped_by, jobs=jobs)
     return 0
+
+
+@contextlib.contextmanager
+def _stopping_on_exit(notifier: Notifier) -> Iterator[None]:
+    """STOPPING=1 however the daemon ends (a second one after a signal is harmless)."""
+    try:
+        yield
+    finally:
+        notifier.stopping()
 
 
 async def reload(hb: Heartbeat, path: Path | None) -> bool:

@@ -233,6 +233,14 @@ class Scheduler:
             for job in self._jobs.values()
         )
 
+    def success_times(self) -> list[float]:
+        """Every job's monotonic time of its last success (or of being added), unordered:
+        one pass over the watch list for scrape-time gauges (heartbeat.health)."""
+        return [
+            job.last_success if job.last_success is not None else job.added
+            for job in self._jobs.values()
+        ]
+
     def _remove(self, job: Job) -> None:
         job.removed = True
         del self._jobs[job.id]
@@ -334,7 +342,8 @@ class Scheduler:
         for entry in self._periodic:
             period, next_at, callback = entry
             if now >= next_at:
-                entry[1] = max(next_at + period, now)
+                # After a stall, the next run is one period from now, not at once.
+                entry[1] = next_at + period if next_at + period > now else now + period
                 callback(now)
 
     def next_wakeup(self) -> float | None:
@@ -419,22 +428,26 @@ class Scheduler:
                 self._log.debug("checkin_succeeded", job_id=job.id, status=outcome.status)
                 self._push(job, due)
             case NotFound(reason=reason, status=status):
-                self._drop(job, "not_found", status, reason)
+                self._drop(job, "not_found", status=status, server_reason=reason)
             case Rejected(reason=reason, status=status):
-                self._drop(job, "rejected", status, reason)
+                self._drop(job, "rejected", status=status, server_reason=reason)
             case Unauthorized() | Misrouted() | Retryable():
                 self._failed(job, outcome, now, probe=probe)
 
-    def _drop(self, job: Job, reason: str, status: int, server_reason: str) -> None:
+    def drop(self, job_id: str, reason: str, **fields: Any) -> bool:
+        """Stop watching ``job_id`` whichever sources asked for it, because Elasticsearch
+        says it is over: logs ``job_dropped`` with ``reason`` and ``fields``. False when
+        it was not watched."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        self._drop(job, reason, **fields)
+        return True
+
+    def _drop(self, job: Job, reason: str, **fields: Any) -> None:
         self._remove(job)
-        self._log.warning(
-            "job_dropped",
-            job_id=job.id,
-            reason=reason,
-            status=status,
-            server_reason=server_reason,
-        )
-        self._notify_change("dropped", job.id, {"reason": reason, "status": status})
+        self._log.warning("job_dropped", job_id=job.id, reason=reason, **fields)
+        self._notify_change("dropped", job.id, {"reason": reason, **fields})
 
     def _failed(
         self, job: Job, outcome: Unauthorized | Misrouted | Retryable, now: float, *, probe: bool

@@ -4,7 +4,14 @@ Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for 
 Saved atomically (temporary file, fsync, rename, fsync of the directory) after each
 change, bursts coalesced into one write; loaded at start before any source runs.
 A corrupt or unreadable file is logged, kept aside under a new name, and the daemon
-starts from its sources: never a crash loop.
+starts from its sources: never a crash loop. A state directory that cannot be used at
+all is logged (``state_unreadable``), saving is retried (``state_save_failed`` once),
+and the daemon runs with its watch list in memory.
+
+One process per directory: :meth:`StateStore.lock` takes an exclusive ``flock`` on
+``<dir>/lock`` (released by the kernel if the process dies, even by ``kill -9``), so a
+second heartbeat pointed at the same directory stops with a configuration error
+instead of overwriting the first one's watch list.
 
 Producers that acknowledge (the control API's 2xx, the Redis stream's XACK) first
 ``await store.persisted()``, which returns once every change made before the call is
@@ -13,6 +20,8 @@ on disk: an acknowledged id survives ``kill -9``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -23,9 +32,12 @@ from typing import Any
 import anyio
 import structlog
 
+from heartbeat.errors import ConfigError
+
 log = structlog.get_logger("heartbeat")
 
 FILENAME = "watchlist.json"
+LOCKNAME = "lock"
 FORMAT_VERSION = 1
 #: Changes within this many seconds of each other are written together.
 COALESCE = 0.05
@@ -83,7 +95,41 @@ class StateStore:
         self._saved = 0
         self._dirty = anyio.Event()
         self._saved_event = anyio.Event()
+        self._lock_fd: int | None = None
         self.failed: str | None = None
+
+    def lock(self) -> None:
+        """Make this process the directory's only user, until :meth:`unlock`.
+
+        Raises ConfigError (``state.dir``) when another process holds it. A directory
+        that cannot be created or opened is logged, not fatal: saving will report it."""
+        lock_path = self.directory / LOCKNAME
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.error("state_unreadable", path=str(lock_path), error=exc.strerror or str(exc))
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.directory} is in use by another heartbeat (pid {holder})", key="state.dir"
+            ) from None
+        except OSError as exc:  # no locks on this filesystem: run, unprotected
+            os.close(fd)
+            log.warning("state_not_locked", path=str(lock_path), error=exc.strerror or str(exc))
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def load(self) -> dict[str, tuple[str, ...]]:
         """The saved watch list; empty (and the bad file set aside) when unusable."""
@@ -92,18 +138,36 @@ class StateStore:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            log.error("state_unreadable", path=str(self.path), error=exc.strerror or str(exc))
+            # Kept aside, so that the next save does not replace what could not be read.
+            aside = self._set_aside("unreadable")
+            log.error(
+                "state_unreadable",
+                path=str(self.path),
+                kept_as=str(aside),
+                error=exc.strerror or str(exc),
+            )
             return {}
         try:
             return decode(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            aside = self.path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
-            try:
-                os.replace(self.path, aside)
-            except OSError:
-                aside = self.path
+            aside = self._set_aside("corrupt")
             log.error("state_corrupt", path=str(self.path), kept_as=str(aside), error=str(exc))
             return {}
+
+    def _set_aside(self, why: str) -> Path:
+        """Rename the state file to a new ``watchlist.json.<why>-<time>``; its new path
+        (or the old one when it cannot be moved)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for attempt in range(100):
+            suffix = f"-{attempt}" if attempt else ""
+            aside = self.path.with_name(f"{FILENAME}.{why}-{stamp}{suffix}")
+            if aside.exists():
+                continue
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+                return aside
+            break
+        return self.path
 
     def changed(self) -> None:
         """Note that the watch list changed (cheap; the saver writes soon)."""
@@ -134,7 +198,8 @@ class StateStore:
             await anyio.sleep(COALESCE)
             self._dirty = anyio.Event()
             generation = self._changed
-            data = encode(self._snapshot())
+            snapshot = self._snapshot()
+            data = encode(snapshot)
             try:
                 await anyio.to_thread.run_sync(self._write, data)
             except OSError as exc:
@@ -146,7 +211,7 @@ class StateStore:
                 delay = min(delay * 2, 30.0)
                 continue
             if self.failed is not None:
-                log.info("state_saved", path=str(self.path), jobs=data.count(b'":['))
+                log.info("state_saved", path=str(self.path), jobs=len(snapshot))
                 self.failed = None
             delay = 1.0
             self._saved = generation

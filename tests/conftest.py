@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
 import pytest
 
 from heartbeat.emulator import Emulator, serve
+from tests.helpers_redis import RedisServer
 
 # -- Elasticsearch emulator -------------------------------------------------------------
 # `emulator` is a fresh in-memory Emulator (configure it before the first request:
@@ -34,3 +35,31 @@ async def emulator_url(emulator: Emulator) -> AsyncIterator[str]:
 @pytest.fixture
 def es(emulator: Emulator, emulator_url: str) -> ES:
     return ES(emulator, emulator_url)
+
+
+# -- secrets never reach a log line ----------------------------------------------------
+# Everything the tests printed or logged (pytest's captured stdout/stderr of every test,
+# which includes the inherited stderr of subprocesses) is kept here and scanned for the
+# secrets the tests used by tests/test_zz_secrets.py, which runs last.
+
+CAPTURED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for _title, text in report.sections:
+        CAPTURED.append((report.nodeid, text))
+
+
+# -- Redis -------------------------------------------------------------------------------
+# `redis_server` is one real redis-server for the whole session, on a free loopback port,
+# without persistence; tests keep apart by using their own stream and group names. A test
+# that kills Redis starts its own tests.helpers_redis.RedisServer. A missing redis-server
+# fails these tests with a clear message: they never skip.
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()

@@ -18,6 +18,10 @@ from typing import Any
 import anyio
 from anyio.abc import Process
 
+#: Every line any daemon subprocess wrote to stdout during the session (scanned for
+#: secrets by tests/test_zz_secrets.py).
+OUTPUT: list[str] = []
+
 
 class Daemon:
     def __init__(self, process: Process) -> None:
@@ -35,6 +39,7 @@ class Daemon:
             for line in lines:
                 text = line.decode("utf-8", errors="replace")
                 self.raw.append(text)
+                OUTPUT.append(text)
                 try:
                     self.events.append(json.loads(text))
                 except ValueError:

@@ -141,3 +141,24 @@ async def test_library_api_runs_in_the_callers_loop(es: ES) -> None:
             await anyio.sleep(0.5)
             assert len(es.emu.checkins(job)) == count
     assert [e["event"] for e in logs].count("job_added") == 1
+
+
+async def test_a_config_file_with_a_secret_readable_by_others_is_warned_about(
+    es: ES, tmp_path: Path
+) -> None:
+    es.emu.api_key = "sekret-daemon-key"
+    job = es.emu.create_job(job_id="secured")
+    path = write_config(tmp_path / "hb.toml", es.url, ids=[job])
+    text = path.read_text().replace(
+        "[elasticsearch]\n", '[elasticsearch]\napi_key = "sekret-daemon-key"\n'
+    )
+    path.write_text(text)
+    path.chmod(0o644)
+    async with run_daemon(path) as daemon:
+        exposed = await daemon.wait_for("config_file_exposed")
+        await daemon.wait_for("checkin_succeeded")
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    assert exposed["path"] == str(path)
+    assert es.emu.checkins(job)[0].headers["Authorization"] == "ApiKey sekret-daemon-key"
+    assert not any("sekret-daemon-key" in line for line in daemon.raw)

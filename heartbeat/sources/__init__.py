@@ -36,4 +36,23 @@ class Source(Protocol):
 def build_sources(config: Config) -> list[Source]:
     """The sources enabled by ``config``, in start order."""
     sources: list[Source] = []
+    # Always built, even without [jobs] file: it then releases restored "file" claims,
+    # and a SIGHUP that sets [jobs] file starts it watching.
+    from heartbeat.sources.file import FileSource
+
+    sources.append(FileSource(config.jobs.file))
+    if config.queue.url is not None:
+        # Imported here: redis is only loaded when a queue is configured.
+        from heartbeat.sources.queue import QueueSource
+
+        sources.append(QueueSource(config.queue))
+    if config.discovery.connector_ids:
+        from heartbeat.sources.discovery import DiscoverySource
+
+        sources.append(DiscoverySource(config.discovery))
+    if config.control.socket is not None or config.control.listen is not None:
+        # Last: it answers requests only once the other sources have started.
+        from heartbeat.control import ControlSource
+
+        sources.append(ControlSource(config.control))
     return sources

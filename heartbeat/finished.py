@@ -1,0 +1,129 @@
+"""Finished jobs: read each watched job's status now and then, drop the finished ones.
+
+A check-in succeeds whatever the job's status (Elasticsearch does not look at it), so
+without this a completed job would be checked in for ever. Every
+``[schedule] status_check_interval`` seconds each watched job is read once
+(``GET _connector/_sync_job/<id>``), the reads spread evenly over the interval and at
+most :data:`CONCURRENCY` at a time, so they never compete with check-ins for the
+connection pool:
+
+* ``completed``, ``canceled``, ``error``: the job is dropped, whichever sources asked
+  for it (``job_dropped`` with ``reason="finished"`` and ``job_status``);
+* ``canceling``: ``job_canceling`` is logged once per job, and the job kept: its worker
+  is winding down and Elasticsearch's idle rule still applies until it has finished;
+* a genuine 404 from Elasticsearch: dropped as a check-in 404 would be (``not_found``);
+* any other status, and any failure (timeouts, 5xx, a proxy's 404): nothing changes.
+  Check-ins report trouble with Elasticsearch already, and while the scheduler is in
+  outage mode no reads go out at all.
+
+A round takes a snapshot of the watch list and reads job ``i`` of ``n`` at
+``start + interval * (i + 1) / n``; the next round starts when it ends. So a job is
+read about once per interval, and first read at most two intervals after it was added.
+
+This module owns no watch-list state beyond the "canceling already logged" set. It
+does not check in, and reads time only through the scheduler's injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from heartbeat.outcomes import NotFound, Outcome, describe
+from heartbeat.scheduler import Scheduler
+
+GetJob = Callable[[str], Awaitable[dict[str, Any] | Outcome]]
+
+#: Statuses after which a job never needs another check-in.
+FINISHED = frozenset({"completed", "canceled", "error"})
+#: Status reads in flight at once. The client's pool has 4 connections beyond the
+#: scheduler's ``max_in_flight``; this leaves room for discovery's listing too.
+CONCURRENCY = 2
+
+
+class StatusChecker:
+    """Reads watched jobs' statuses in rounds and drops the finished ones."""
+
+    def __init__(
+        self,
+        get_job: GetJob,
+        scheduler: Scheduler,
+        interval: float,
+        *,
+        concurrency: int = CONCURRENCY,
+        logger: Any = None,
+    ) -> None:
+        self._get_job = get_job
+        self._scheduler = scheduler
+        self.interval = interval
+        self._slots = anyio.Semaphore(concurrency)
+        self._changed = anyio.Event()
+        self._canceling_logged: set[str] = set()
+        self._log = logger if logger is not None else structlog.get_logger("heartbeat")
+
+    def set_interval(self, interval: float) -> None:
+        """Apply a new ``status_check_interval`` (SIGHUP): a new round starts at once."""
+        if interval != self.interval:
+            self.interval = interval
+            self._changed.set()
+
+    async def run(self) -> None:
+        """Read statuses round after round until cancelled (idle while the interval is 0)."""
+        while True:
+            self._changed = anyio.Event()
+            if self.interval <= 0:
+                await self._changed.wait()
+                continue
+            await self.round(self.interval)
+
+    async def round(self, interval: float) -> None:
+        """One pass over a snapshot of the watch list, spread over ``interval`` seconds."""
+        clock = self._scheduler.clock
+        ids = self._scheduler.job_ids()
+        start = clock.monotonic()
+        self._canceling_logged.intersection_update(ids)
+        if not ids:
+            await clock.wait_until(self._changed, start + interval)
+            return
+        async with anyio.create_task_group() as tg:
+            for index, job_id in enumerate(ids):
+                await clock.wait_until(self._changed, start + interval * (index + 1) / len(ids))
+                if self._changed.is_set():
+                    return
+                if job_id not in self._scheduler or self._scheduler.in_outage:
+                    continue  # no extra load on a cluster that is already failing
+                await self._slots.acquire()
+                tg.start_soon(self._check, job_id, name=f"status {job_id!r}")
+
+    async def _check(self, job_id: str) -> None:
+        try:
+            result = await self._get_job(job_id)
+        except Exception:  # the client returns outcomes; this is a bug guard
+            self._log.exception("status_check_crashed", job_id=job_id)
+            return
+        finally:
+            self._slots.release()
+        self.apply(job_id, result)
+
+    def apply(self, job_id: str, result: dict[str, Any] | Outcome) -> None:
+        """Act on one read: drop, log ``job_canceling``, or nothing."""
+        if job_id not in self._scheduler:
+            return  # unwatched while the read was out
+        if isinstance(result, NotFound):
+            self._scheduler.drop(
+                job_id, "not_found", status=result.status, server_reason=result.reason
+            )
+            return
+        if not isinstance(result, dict):
+            self._log.debug("status_check_failed", job_id=job_id, reason=describe(result))
+            return
+        status = result.get("status")
+        if status in FINISHED:
+            self._canceling_logged.discard(job_id)
+            self._scheduler.drop(job_id, "finished", job_status=status)
+        elif status == "canceling" and job_id not in self._canceling_logged:
+            self._canceling_logged.add(job_id)
+            self._log.info("job_canceling", job_id=job_id)

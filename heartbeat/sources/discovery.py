@@ -1,0 +1,112 @@
+"""Discovery: find the running jobs of this host's connectors in Elasticsearch (sidecar).
+
+Every ``[discovery] interval`` seconds, lists the sync jobs of each of
+``[discovery] connector_ids`` with status ``in_progress`` or ``canceling`` (every page)
+and keeps the ``discovery`` claim on exactly those whose ``worker_hostname`` equals
+``[discovery] worker_hostname``: new ones are watched, the ones that left the set are
+unwatched (``reason="discovery"``; a job another source also asked for stays).
+
+Only jobs whose worker runs beside this heartbeat: checking in another host's jobs
+would keep a dead worker's jobs looking alive, hiding it from Elasticsearch's idle rule.
+
+A listing that fails (any connector, any page) changes nothing: the current set is kept
+until a listing succeeds. ``discovery_failed`` is logged once per failure streak and
+``discovery_recovered`` once when it ends. The current set is read from the watch list
+(ids claimed by ``discovery``), so it survives restarts through the state file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from heartbeat.config import Config, DiscoverySettings
+from heartbeat.errors import InvalidJobId
+from heartbeat.jobid import validate_job_id
+from heartbeat.outcomes import Outcome, describe
+
+if TYPE_CHECKING:
+    from heartbeat.client import Client
+    from heartbeat.daemon import Heartbeat
+
+log = structlog.get_logger("heartbeat")
+
+NAME = "discovery"
+#: The statuses of a job whose worker must keep checking it in (Elasticsearch's idle
+#: rule applies to exactly these).
+RUNNING = ("in_progress", "canceling")
+#: What a listing needs of each document.
+FIELDS = ("id", "status", "worker_hostname")
+
+
+class DiscoverySource:
+    name = NAME
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        self.settings = settings
+        self._wake = anyio.Event()
+        self._failures = 0
+
+    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None:
+        """List, reconcile, wait ``interval``; until cancelled."""
+        task_status.started()
+        clock = hb.scheduler.clock
+        while True:
+            self._wake = anyio.Event()
+            started = clock.monotonic()
+            await self.poll(hb)
+            await clock.wait_until(self._wake, started + self.settings.interval)
+
+    async def reload(self, config: Config) -> None:
+        if config.discovery != self.settings:
+            self.settings = config.discovery
+            self._wake.set()  # list again now, with the new settings
+
+    async def poll(self, hb: Heartbeat) -> None:
+        """One listing and reconciliation (nothing changes when the listing fails)."""
+        found = await self.list_ours(hb.client)
+        if not isinstance(found, set):
+            self._failures += 1
+            if self._failures == 1:
+                log.warning(
+                    "discovery_failed",
+                    reason=describe(found),
+                    error=getattr(found, "reason", ""),
+                    status=getattr(found, "status", None),
+                    kept=len(self.current(hb)),
+                )
+            return
+        if self._failures:
+            log.info("discovery_recovered", failures=self._failures)
+            self._failures = 0
+        current = self.current(hb)
+        hb.watch_many(sorted(found - current), NAME)
+        for job_id in sorted(current - found):
+            hb.scheduler.unwatch(job_id, reason="discovery", source=NAME)
+
+    @staticmethod
+    def current(hb: Heartbeat) -> set[str]:
+        """The ids discovery has claimed (after restarts too, through the state file)."""
+        return {job_id for job_id, sources in hb.scheduler.sources().items() if NAME in sources}
+
+    async def list_ours(self, client: Client) -> set[str] | Outcome:
+        """Ids of this host's running jobs of the configured connectors, or the failure."""
+        ours: set[str] = set()
+        for connector_id in self.settings.connector_ids:
+            for status in RUNNING:
+                documents = await client.list_jobs(
+                    connector_id=connector_id, status=status, fields=FIELDS
+                )
+                if not isinstance(documents, list):
+                    return documents
+                for document in documents:
+                    if document.get("worker_hostname") != self.settings.worker_hostname:
+                        continue
+                    try:
+                        ours.add(validate_job_id(document.get("id")))
+                    except InvalidJobId as exc:
+                        log.warning("discovery_entry_invalid", error=str(exc))
+        return ours
