@@ -130,6 +130,7 @@ class Client:
     ) -> None:
         self._settings = settings
         self._urls = [URL(url) for url in settings.urls()]
+        self._bases = [str(url).rstrip("/") for url in self._urls]
         self._current = 0
         self._auth = auth_header(settings)
         self._max_in_flight = max_in_flight
@@ -138,7 +139,6 @@ class Client:
         self.timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout,
             connect=min(settings.request_timeout, 10.0),
-            sock_read=settings.request_timeout,
         )
 
     def __repr__(self) -> str:
@@ -205,7 +205,7 @@ class Client:
         for _ in range(len(self._urls)):
             base = self._urls[self._current]
             # encoded=True: yarl must not re-normalise the path (".." or "%2F" in an id).
-            url = URL(str(base).rstrip("/") + path, encoded=True)
+            url = URL(self._bases[self._current] + path, encoded=True)
             try:
                 async with self._session.request(
                     method, url, data=data, headers=headers, allow_redirects=False
@@ -250,7 +250,8 @@ class Client:
         answer = await self.request("PUT", checkin_path(job_id))
         if isinstance(answer, Retryable):
             return answer
-        return classify(answer, now_wall=self._wall_now())
+        # The wall clock only matters for a Retry-After date.
+        return classify(answer, now_wall=self._wall_now() if answer.retry_after else 0.0)
 
     async def get_job(self, job_id: str) -> dict[str, Any] | Outcome:
         """``GET /_connector/_sync_job/<id>``: the document, or why not."""

@@ -24,6 +24,8 @@ def validate_job_id(job_id: object) -> str:
     """
     if not isinstance(job_id, str):
         raise InvalidJobId(f"job id must be a string, not {type(job_id).__name__}")
+    if 0 < len(job_id) <= MAX_ID_BYTES and job_id.isascii() and job_id.isprintable():
+        return job_id  # the common case, decided without a look at each character
     if not job_id:
         raise InvalidJobId("job id is empty")
     try:

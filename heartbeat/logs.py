@@ -28,6 +28,14 @@ LEVELS = {
 }
 
 
+_debug = True  # until configure() says otherwise (tests, embedding without configure)
+
+
+def debug_enabled() -> bool:
+    """Whether debug events are kept: lets hot paths skip building them at all."""
+    return _debug
+
+
 def register_secret(value: str | None) -> None:
     """Never let ``value`` appear in a log line (short values are ignored)."""
     if value and len(value) >= 4:
@@ -67,6 +75,8 @@ def configure(
 
     ``auto`` means console output when ``stream`` is a TTY, JSON lines otherwise.
     """
+    global _debug
+    _debug = LEVELS.get(level, logging.INFO) <= logging.DEBUG
     out = stream if stream is not None else sys.stdout
     use_json = format == "json" or (format == "auto" and not out.isatty())
     renderer: Any = (

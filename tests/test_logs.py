@@ -21,6 +21,7 @@ class FakeTTY(io.StringIO):
 def _restore_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+    logs._debug = True
 
 
 def test_json_when_not_a_tty() -> None:

@@ -370,3 +370,27 @@ async def test_invalid_ids_are_refused_before_anything_changes(
     with pytest.raises(ValueError, match="empty"):
         scheduler.watch_many(["ok", ""], "test")
     assert len(scheduler) == 0
+
+
+async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) -> None:
+    """README: with 1,000 jobs, the defaults and a 60 s outage, heartbeat sends at most
+    2 x max_in_flight + 10 probes requests (steady state would be 1,000)."""
+    import random
+
+    rng = random.Random(7)
+    scheduler = Scheduler(
+        script,
+        schedule=ScheduleSettings(),
+        backoff_settings=BackoffSettings(),
+        clock=clock,
+        rng=rng.random,
+    )
+    scheduler.watch_many([f"job-{n:04}" for n in range(1000)], "test")
+    async with running(scheduler):
+        await run_until(clock, scheduler, 70)
+        script.default = REFUSED
+        before = len(script.calls)
+        await run_until(clock, scheduler, 130)
+        during = len(script.calls) - before
+    assert scheduler.in_outage
+    assert during <= 2 * 32 + 10, during

@@ -1,0 +1,328 @@
+"""Client-side CPU per 10,000 check-ins: heartbeat vs bare aiohttp vs the official client.
+
+One stub server (``bench/_stub.py``, a separate process, so its CPU is not counted)
+answers every check-in as Elasticsearch does (200, ``{"result":"updated"}``,
+``X-Elastic-Product``); the stub rather than the emulator because it answers in the
+least server time and does not grow a request log, so every variant sees the same,
+steady server. In this process, each variant makes
+10,000 check-ins with the same concurrency, the same headers and one connection pool,
+and we measure ``time.process_time()`` (user + system CPU of this process, all
+threads) around those 10,000 only: set-up, a warm-up that opens the connections,
+and tear-down are outside the measurement.
+
+Variants:
+
+* ``heartbeat/scheduler``: the daemon's path. A :class:`heartbeat.Heartbeat` (real
+  Scheduler + Client, logging configured as ``heartbeat run`` does, at info level)
+  is given 10,000 jobs due at once (``ramp_rate`` high) and grants them
+  ``max_in_flight`` at a time; done when the outcome observer has seen 10,000.
+  Its periodic status reads (``status_check_interval``, GETs, not check-ins) are
+  turned off. The headline ratios use this one.
+* ``heartbeat/client``: ``Client.check_in`` alone, from ``max_in_flight`` workers.
+* ``bare aiohttp``: one ``ClientSession`` with the same headers, ``max_in_flight``
+  workers, ``PUT`` + read the body + check the status. The floor.
+* ``official client``: ``AsyncElasticsearch(...).connector.sync_job_check_in`` from
+  ``max_in_flight`` workers, pool of ``max_in_flight + 4`` connections (as heartbeat;
+  its default is 10). Warnings keep Python's default filters, so each call still
+  pays for its ``GeneralAvailabilityWarning`` (``inspect.stack()`` and
+  ``warnings.warn``); only the printing is replaced by a counter.
+
+Rounds are interleaved (a, a', b, c, a, a', b, c, ...); the table shows the median.
+Ratios are taken within each round and the median of those is held to the targets
+(the ratio of the medians is printed beside it).
+Targets: heartbeat / bare aiohttp <= 1.15, heartbeat / official client <= 0.5.
+
+Usage: ``python bench/checkin_cpu.py [--rounds 7] [--checkins 10000] [--concurrency 32]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+
+# `python bench/checkin_cpu.py` puts bench/ first on sys.path.
+from _stub import running_stub, stub_stats
+
+from heartbeat import logs
+from heartbeat.client import ACCEPT, USER_AGENT, Client
+from heartbeat.config import Config, ElasticsearchSettings, ScheduleSettings, StateSettings
+from heartbeat.daemon import Heartbeat
+from heartbeat.outcomes import Outcome, Success
+
+API_KEY = "YmVuY2g6YmVuY2gta2V5LW5vdC1hLXNlY3JldA=="
+WARMUP = 300
+TARGET_BARE = 1.15
+TARGET_OFFICIAL = 0.5
+
+
+@dataclass
+class Run:
+    cpu_s: float
+    wall_s: float
+    ok: int
+
+
+Measured = Callable[[str, list[str], list[str], int], Awaitable[Run]]
+
+
+def job_ids(prefix: str, count: int) -> list[str]:
+    """Ids shaped like real sync-job ids (20 url-safe characters)."""
+    return [f"{prefix}{i:0{20 - len(prefix)}d}" for i in range(count)]
+
+
+async def drive(
+    call: Callable[[str], Awaitable[bool]], ids: Iterable[str], concurrency: int
+) -> int:
+    """``concurrency`` workers take ids from one iterator; returns how many succeeded."""
+    it = iter(ids)
+    ok = 0
+
+    async def worker() -> None:
+        nonlocal ok
+        for job_id in it:
+            succeeded = await call(job_id)  # not `ok += await ...`: that loses updates
+            ok += succeeded
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+async def timed(
+    call: Callable[[str], Awaitable[bool]], warm: list[str], ids: list[str], concurrency: int
+) -> Run:
+    await drive(call, warm, concurrency)
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    ok = await drive(call, ids, concurrency)
+    return Run(time.process_time() - cpu, time.perf_counter() - wall, ok)
+
+
+def settings(url: str) -> ElasticsearchSettings:
+    return ElasticsearchSettings(hosts=[url], api_key=API_KEY, request_timeout=30.0)
+
+
+async def heartbeat_scheduler(url: str, warm: list[str], ids: list[str], concurrency: int) -> Run:
+    schedule: dict[str, float] = {
+        # interval: nobody is due twice during a run; ramp_rate: everyone is due now.
+        "interval": 3600.0,
+        "max_in_flight": concurrency,
+        "ramp_rate": 1e9,
+    }
+    if "status_check_interval" in ScheduleSettings.model_fields:
+        # Status reads (GET, one per job per interval) are not check-ins: off here.
+        schedule["status_check_interval"] = 0.0
+    config = Config(
+        elasticsearch=settings(url),
+        schedule=ScheduleSettings(**schedule),
+        state=StateSettings(dir=None),
+    )
+    ok = 0
+    seen = 0
+    target = 0
+    done = asyncio.Event()
+
+    def observe(_job_id: str, outcome: Outcome, _seconds: float) -> None:
+        nonlocal ok, seen
+        seen += 1
+        ok += isinstance(outcome, Success)
+        if seen >= target:
+            done.set()
+
+    async with Heartbeat(config) as hb:
+        hb.scheduler.outcome_observers.append(observe)
+        target = len(warm)
+        hb.watch_many(warm, "bench")
+        await done.wait()
+        done.clear()
+        seen = ok = 0
+        target = len(ids)
+        # watch_many is synchronous: no check-in starts before we await, so adding
+        # the jobs is not measured; only their check-ins are.
+        hb.watch_many(ids, "bench")
+        gc.collect()
+        cpu, wall = time.process_time(), time.perf_counter()
+        await done.wait()
+        run = Run(time.process_time() - cpu, time.perf_counter() - wall, ok)
+    return run
+
+
+async def heartbeat_client(url: str, warm: list[str], ids: list[str], concurrency: int) -> Run:
+    async with Client(settings(url), max_in_flight=concurrency) as client:
+
+        async def call(job_id: str) -> bool:
+            return isinstance(await client.check_in(job_id), Success)
+
+        return await timed(call, warm, ids, concurrency)
+
+
+async def bare_aiohttp(url: str, warm: list[str], ids: list[str], concurrency: int) -> Run:
+    headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Authorization": f"ApiKey {API_KEY}"}
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    # Without skip_auto_headers aiohttp would add "Content-Type: application/octet-stream"
+    # to the empty PUT; heartbeat does not send it, so neither does the baseline.
+    session = aiohttp.ClientSession(
+        url, connector=connector, headers=headers, skip_auto_headers=("Content-Type",)
+    )
+    async with session:
+
+        async def call(job_id: str) -> bool:
+            path = f"/_connector/_sync_job/{quote(job_id, safe=',*')}/_check_in"
+            async with session.put(path) as response:
+                await response.read()
+                return response.status == 200
+
+        return await timed(call, warm, ids, concurrency)
+
+
+shown_warnings = 0
+
+
+def count_warning(*_args: object, **_kwargs: object) -> None:
+    global shown_warnings
+    shown_warnings += 1
+
+
+async def official_client(url: str, warm: list[str], ids: list[str], concurrency: int) -> Run:
+    from elasticsearch import AsyncElasticsearch
+
+    es = AsyncElasticsearch(
+        url, api_key=API_KEY, connections_per_node=concurrency + 4, request_timeout=30.0
+    )
+    try:
+
+        async def call(job_id: str) -> bool:
+            response = await es.connector.sync_job_check_in(connector_sync_job_id=job_id)
+            return response.meta.status == 200
+
+        return await timed(call, warm, ids, concurrency)
+    finally:
+        await es.close()
+
+
+VARIANTS: list[tuple[str, Measured]] = [
+    ("heartbeat/scheduler", heartbeat_scheduler),
+    ("heartbeat/client", heartbeat_client),
+    ("bare aiohttp", bare_aiohttp),
+    ("official client", official_client),
+]
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def main_async(rounds: int, checkins: int, concurrency: int) -> int:
+    per_10k = 10_000 / checkins
+    results: dict[str, list[Run]] = {name: [] for name, _ in VARIANTS}
+    with running_stub() as url:
+        print(
+            f"checkin_cpu: {checkins} check-ins per run, concurrency {concurrency}, "
+            f"{rounds} interleaved rounds, server {url} (bench/_stub.py, separate process)",
+            flush=True,
+        )
+        server_before = stub_stats(url)
+        for r in range(rounds):
+            for name, variant in VARIANTS:
+                warm = job_ids(f"w{r}{name[:3]}", WARMUP)
+                ids = job_ids(f"r{r}{name[:3]}", checkins)
+                run = await variant(url, warm, ids, concurrency)
+                if run.ok != checkins:
+                    print(f"error: {name}: {run.ok} of {checkins} check-ins succeeded")
+                    return 1
+                results[name].append(run)
+                print(
+                    f"  round {r + 1}/{rounds}  {name:<20} {run.cpu_s * per_10k:6.3f} CPU s/10k"
+                    f"  {checkins / run.wall_s:7.0f} check-ins/s",
+                    flush=True,
+                )
+        server_after = stub_stats(url)
+    served = server_after["requests"] - server_before["requests"]
+    server_cpu = (server_after["cpu_s"] - server_before["cpu_s"]) * 10_000 / served
+
+    median = {
+        name: statistics.median(r.cpu_s for r in runs) * per_10k for name, runs in results.items()
+    }
+    rows = [["variant", "CPU s / 10k (median)", "min", "max", "us / check-in", "check-ins/s"]]
+    for name, runs in results.items():
+        cpus = [r.cpu_s * per_10k for r in runs]
+        rate = statistics.median(checkins / r.wall_s for r in runs)
+        rows.append(
+            [
+                name,
+                f"{median[name]:.3f}",
+                f"{min(cpus):.3f}",
+                f"{max(cpus):.3f}",
+                f"{median[name] * 100:.0f}",
+                f"{rate:.0f}",
+            ]
+        )
+    print()
+    print(table(rows))
+    print(f"(server: {server_cpu:.3f} CPU s per 10k requests, not counted above)")
+    print(
+        f"(official client: {shown_warnings} GeneralAvailabilityWarning shown, "
+        "Python prints each location once; every call still builds it)"
+    )
+    print()
+    # Each round runs every variant back to back, so a per-round ratio cancels most of
+    # the drift of a shared machine; the verdict uses the median of those.
+    ratio_rows = [["ratio", "median per round", "of medians", "target", "met"]]
+    for top, bottom, target in (
+        ("heartbeat/scheduler", "bare aiohttp", TARGET_BARE),
+        ("heartbeat/scheduler", "official client", TARGET_OFFICIAL),
+        ("heartbeat/client", "bare aiohttp", TARGET_BARE),
+        ("heartbeat/client", "official client", TARGET_OFFICIAL),
+    ):
+        per_round = statistics.median(
+            x.cpu_s / y.cpu_s for x, y in zip(results[top], results[bottom], strict=True)
+        )
+        ratio_rows.append(
+            [
+                f"{top} / {bottom}",
+                f"{per_round:.2f}",
+                f"{median[top] / median[bottom]:.2f}",
+                f"<= {target:.2f}",
+                "yes" if per_round <= target else "NO",
+            ]
+        )
+    print(table(ratio_rows))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--checkins", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    # As `heartbeat run` configures it (info level); the lines go nowhere.
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    logs.configure(format="json", level="info", stream=devnull)
+    # Default warning filters (so each call pays what a user's pays); no printing.
+    warnings.showwarning = count_warning
+    return asyncio.run(main_async(args.rounds, args.checkins, args.concurrency))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
