@@ -16,6 +16,7 @@ demo: $(BIN)/heartbeat
 	$(BIN)/heartbeat demo
 
 test: $(BIN)/heartbeat
+	scripts/system-packages
 	$(BIN)/ruff check heartbeat tests bench
 	$(BIN)/ruff format --check heartbeat tests bench
 	$(BIN)/mypy
