@@ -63,8 +63,12 @@ ChangeObserver = Callable[[str, str, dict[str, Any]], None]
 RECOVERY_SPREAD = 0.6
 #: Consecutive cluster-wide failures that declare an outage: at least this many...
 OUTAGE_MIN_FAILURES = 3
-#: ...and the probe interval never grows beyond this fraction of idle_after.
+#: ...and the probe interval never grows beyond this fraction of idle_after, nor
+#: beyond PROBE_CAP_OF_INTERVAL of the interval: the next probe after an outage ends
+#: plus the recovery spread then fit in one interval, so every job is checked in
+#: within one interval of Elasticsearch coming back.
 PROBE_CAP_FRACTION = 0.1
+PROBE_CAP_OF_INTERVAL = 1.0 - RECOVERY_SPREAD
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
 
@@ -528,14 +532,20 @@ class Scheduler:
         self._push(job, now + delay)
 
     def _probe_delay(self, outcome: Outcome) -> float:
+        longest = self.schedule.idle_after * PROBE_CAP_FRACTION
+        cap = min(longest, self.schedule.interval * PROBE_CAP_OF_INTERVAL)
+        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
+        if retry_after is not None:
+            # The server asked for a pause: honour it, up to idle_after / 10.
+            cap = max(cap, min(retry_after, longest))
         return backoff.retry_delay(
             self._probe_attempt,
             u=self._rng(),
             initial=self.backoff.initial,
             multiplier=self.backoff.multiplier,
             maximum=self.backoff.max,
-            retry_after=outcome.retry_after if isinstance(outcome, Retryable) else None,
-            cap=self.schedule.idle_after * PROBE_CAP_FRACTION,
+            retry_after=retry_after,
+            cap=cap,
         )
 
     def _outage_threshold(self) -> int:
