@@ -3,6 +3,7 @@ that names a key, never a crash or a traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,3 +62,41 @@ def test_any_document_is_a_config_or_a_config_error(document: dict[str, Any]) ->
 def test_paths_with_nul_bytes_are_config_errors(key: str) -> None:
     with pytest.raises(ConfigError, match=f"elasticsearch.{key}"):
         configuration.build({"elasticsearch": {key: "a\x00b"}}, source="x.toml")
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("queue", "password_file"),
+        ("control", "token_file"),
+        ("jobs", "file"),
+        ("control", "socket"),
+    ],
+)
+def test_every_path_key_refuses_nul_bytes(section: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        configuration.build({section: {key: "a\x00b"}}, source="x.toml")
+
+
+def test_an_unparseable_environment_list_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__HOSTS", "not json")
+    with pytest.raises(ConfigError, match="environment"):
+        configuration.build({}, source="x.toml")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "hb.toml"
+    path.write_bytes(b"[schedule]\ninterval = 5 # \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        configuration.load(path)
+
+
+def test_credentials_in_hosts_are_refused_and_never_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        configuration.build(
+            {"elasticsearch": {"hosts": ["https://elastic:hunter2@es:9200"]}}, source="x.toml"
+        )
+    assert "elasticsearch.hosts" in str(caught.value)
+    assert "hunter2" not in str(caught.value)

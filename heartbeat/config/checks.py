@@ -1,0 +1,106 @@
+"""Checks that span sections, or that need a secret read from its file first.
+
+Owns the rules no single section can enforce alone: ``schedule.interval`` (with jitter)
+and ``discovery.interval`` below ``schedule.idle_after``, ``backoff.max`` not below
+``backoff.initial``, a decodable ``elasticsearch.cloud_id``, certificate files that
+exist, loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``,
+and a usable control token. They run on a built :class:`~heartbeat.config.Config` and
+raise ConfigError naming the key.
+
+It does not own per-key validation (heartbeat.config.sections), reading secrets
+(heartbeat.config.secret_files), or the order checks run in (heartbeat.config.loading).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from heartbeat.config.fields import decode_cloud_id, is_loopback
+from heartbeat.config.model import Config
+from heartbeat.errors import ConfigError
+
+MIN_TOKEN_LENGTH = 16
+
+
+def usable_token(token: str) -> bool:
+    """Long enough to guess at no better than chance, and sendable in an HTTP header."""
+    printable = token.isascii() and token.isprintable() and " " not in token
+    return printable and len(token) >= MIN_TOKEN_LENGTH
+
+
+def cross_checks(config: Config, source: str) -> None:
+    s = config.schedule
+    if s.interval >= s.idle_after:
+        raise ConfigError(
+            f"{s.interval:g} must be less than schedule.idle_after ({s.idle_after:g})",
+            key="schedule.interval",
+            source=source,
+        )
+    if s.interval * (1 + s.jitter) >= s.idle_after:
+        raise ConfigError(
+            f"{s.interval:g} with jitter {s.jitter:g} can reach "
+            f"{s.interval * (1 + s.jitter):g}, which must be less than "
+            f"schedule.idle_after ({s.idle_after:g})",
+            key="schedule.interval",
+            source=source,
+        )
+    if config.discovery.interval >= s.idle_after:
+        # A job claimed just after a listing must be found before it goes idle.
+        raise ConfigError(
+            f"{config.discovery.interval:g} must be less than schedule.idle_after "
+            f"({s.idle_after:g})",
+            key="discovery.interval",
+            source=source,
+        )
+    b = config.backoff
+    if b.max < b.initial:
+        raise ConfigError(
+            f"{b.max:g} must not be less than backoff.initial ({b.initial:g})",
+            key="backoff.max",
+            source=source,
+        )
+    es = config.elasticsearch
+    if es.cloud_id:
+        try:
+            decode_cloud_id(es.cloud_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="elasticsearch.cloud_id", source=source) from None
+    for key in ("ca_certs", "client_cert", "client_key"):
+        path = getattr(es, key)
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{path} does not exist", key=f"elasticsearch.{key}", source=source)
+    metrics = config.metrics.address()
+    if metrics is not None and not config.metrics.allow_remote and not is_loopback(metrics[0]):
+        raise ConfigError(
+            f"{config.metrics.listen!r} is not a loopback address, and /metrics, /livez and "
+            "/readyz have no authentication; set metrics.allow_remote = true to listen on it",
+            key="metrics.listen",
+            source=source,
+        )
+
+
+def control_checks(config: Config, source: str) -> None:
+    control = config.control
+    token = control.token.get_secret_value() if control.token is not None else None
+    if token is not None and not usable_token(token):
+        raise ConfigError(
+            f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters, no spaces",
+            key="control.token_file" if control.token_file else "control.token",
+            source=source,
+        )
+    address = control.address()
+    if address is None:
+        return
+    if token is None:
+        raise ConfigError(
+            f"{control.listen!r}: the API over TCP needs control.token or control.token_file",
+            key="control.listen",
+            source=source,
+        )
+    if not control.allow_remote and not is_loopback(address[0]):
+        raise ConfigError(
+            f"{control.listen!r} is not a loopback address; set control.allow_remote = true "
+            "to serve the control API on it",
+            key="control.listen",
+            source=source,
+        )

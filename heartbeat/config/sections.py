@@ -1,0 +1,302 @@
+"""The ``[section]`` tables: one frozen pydantic model per section of the file.
+
+Owns each section's keys, types, defaults and the checks that need only that section
+(a host is a URL, one way to authenticate, a shard parses, a socket path fits
+``sun_path``). Some defaults read the process environment when a model is built:
+``$STATE_DIRECTORY`` (``state.dir``), ``$RUNTIME_DIRECTORY`` (``control.socket``) and
+the host name (``queue.group``, ``queue.consumer``, ``discovery.worker_hostname``).
+
+It does not own the root :class:`~heartbeat.config.Config` or its environment overrides
+(heartbeat.config.model), reading ``*_file`` secrets (heartbeat.config.loading), checks
+that span sections or need a resolved secret (heartbeat.config.checks), or redaction
+(heartbeat.config.redact). Key names are a public contract: add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from heartbeat.config.fields import (
+    FilePath,
+    ListenAddress,
+    PositiveFloat,
+    decode_cloud_id,
+    parse_listen,
+    parse_shard,
+    url_password,
+)
+from heartbeat.errors import InvalidJobId
+from heartbeat.jobid import validate_job_id
+
+#: Linux's sun_path holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ElasticsearchSettings(_Section):
+    hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], min_length=1)
+    cloud_id: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: FilePath | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: FilePath | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: FilePath | None = None
+    ca_certs: FilePath | None = None
+    verify_certs: bool = True
+    ssl_assert_fingerprint: str | None = None
+    client_cert: FilePath | None = None
+    client_key: FilePath | None = None
+    request_timeout: PositiveFloat = 10.0
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_urls(cls, hosts: list[str]) -> list[str]:
+        cleaned = []
+        for index, host in enumerate(hosts):
+            if "@" in host.partition("://")[2].partition("/")[0]:
+                # Never echoed: it holds a password.
+                raise ValueError(
+                    f"entry {index} carries credentials (user:password@); "
+                    "use username and password_file instead"
+                )
+            if not host.startswith(("http://", "https://")):
+                raise ValueError(f"{host!r} must start with http:// or https://")
+            cleaned.append(host.rstrip("/"))
+        return cleaned
+
+    @field_validator("ssl_assert_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        digits = value.replace(":", "").strip().lower()
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            raise ValueError("must be hexadecimal (colons allowed)") from None
+        if len(raw) != 32:
+            raise ValueError(f"must be a SHA-256 fingerprint (32 bytes), got {len(raw)} bytes")
+        return digits
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> ElasticsearchSettings:
+        if self.cloud_id and "hosts" in self.model_fields_set:
+            raise ValueError("set either hosts or cloud_id, not both")
+        forms = [
+            name
+            for name, present in (
+                ("api_key", self.api_key or self.api_key_file),
+                ("username/password", self.username or self.password or self.password_file),
+                ("bearer_token", self.bearer_token or self.bearer_token_file),
+            )
+            if present
+        ]
+        if len(forms) > 1:
+            raise ValueError(f"set exactly one way to authenticate, not {' and '.join(forms)}")
+        if self.api_key and self.api_key_file:
+            raise ValueError("set api_key or api_key_file, not both")
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("set bearer_token or bearer_token_file, not both")
+        if (self.password or self.password_file) and not self.username:
+            raise ValueError("password needs username")
+        if self.username and not (self.password or self.password_file):
+            raise ValueError("username needs password or password_file")
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key needs client_cert")
+        return self
+
+    def urls(self) -> list[str]:
+        """The base URLs to try, in order (``cloud_id`` decoded when set)."""
+        if self.cloud_id:
+            return [decode_cloud_id(self.cloud_id)]
+        return list(self.hosts)
+
+
+class ScheduleSettings(_Section):
+    interval: PositiveFloat = 60.0
+    jitter: float = Field(default=0.1, ge=0, lt=1)
+    idle_after: PositiveFloat = 300.0
+    max_in_flight: int = Field(default=32, ge=1, le=4096)
+    shutdown_timeout: float = Field(default=10.0, ge=0)
+    #: New jobs per second when a batch arrives at once (start-up, a big file).
+    ramp_rate: PositiveFloat = 1000.0
+    #: Seconds in which every watched job's status is read once (finished jobs are
+    #: dropped); 0 turns it off. See heartbeat.finished.
+    status_check_interval: float = Field(default=300.0, ge=0)
+
+
+class BackoffSettings(_Section):
+    initial: PositiveFloat = 1.0
+    multiplier: float = Field(default=2.0, ge=1)
+    max: PositiveFloat = 60.0
+
+
+class JobsSettings(_Section):
+    ids: list[str] = Field(default_factory=list)
+    #: A file of ids, one per line (heartbeat.sources.file), re-read when it changes.
+    file: FilePath | None = None
+
+    @field_validator("ids")
+    @classmethod
+    def _valid_ids(cls, ids: list[str]) -> list[str]:
+        for index, job_id in enumerate(ids):
+            try:
+                validate_job_id(job_id)
+            except InvalidJobId as exc:
+                raise ValueError(f"entry {index}: {exc}") from None
+        return list(dict.fromkeys(ids))
+
+
+class StateSettings(_Section):
+    #: Where the watch list is saved; default ``$STATE_DIRECTORY`` (set by systemd's
+    #: StateDirectory=), else nowhere (the watch list then lives in memory only).
+    dir: FilePath | None = Field(
+        default_factory=lambda: (
+            Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+            if os.environ.get("STATE_DIRECTORY")
+            else None
+        )
+    )
+
+
+class QueueSettings(_Section):
+    """``[queue]``: a Redis stream of watch/unwatch entries (heartbeat.sources.queue)."""
+
+    #: ``redis://``, ``rediss://`` or ``unix://``; unset: no queue. Never logged as is.
+    url: str | None = None
+    password: SecretStr | None = None
+    password_file: FilePath | None = None
+    stream: str = Field(default="heartbeat:jobs", min_length=1)
+    #: One consumer group per daemon (or replica set): each group sees every entry.
+    group: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: Stable across restarts, so a restarted daemon re-reads its unacknowledged entries.
+    consumer: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: ``"k/N"``: keep only ids with ``zlib.crc32(id.encode("utf-8")) % N == k``.
+    shard: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            urlsplit(url).port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            raise ValueError("is not a valid URL (check the host and port)") from None
+        return url
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, shard: str | None) -> str | None:
+        if shard is None:
+            return None
+        index, count = parse_shard(shard)
+        return f"{index}/{count}"
+
+    @model_validator(mode="after")
+    def _one_password(self) -> QueueSettings:
+        if self.password and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        in_url = self.url is not None and url_password(self.url) is not None
+        if in_url and (self.password or self.password_file):
+            raise ValueError("set the password in url or in password/password_file, not both")
+        return self
+
+
+class DiscoverySettings(_Section):
+    """``[discovery]``: watch the running jobs of these connectors claimed by this host."""
+
+    connector_ids: list[str] = Field(default_factory=list)
+    #: The ``worker_hostname`` a connector on this host claims its jobs with.
+    worker_hostname: str = Field(default_factory=socket.gethostname, min_length=1)
+    interval: PositiveFloat = 30.0
+
+    @field_validator("connector_ids")
+    @classmethod
+    def _connector_ids(cls, ids: list[str]) -> list[str]:
+        for index, connector_id in enumerate(ids):
+            if not connector_id.strip():
+                raise ValueError(f"entry {index}: connector id is empty")
+        return list(dict.fromkeys(ids))
+
+
+class LoggingSettings(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSettings(_Section):
+    #: ``host:port`` for /metrics, /livez and /readyz (``[::1]:9310`` for IPv6);
+    #: None or "" (the default): no listener.
+    listen: ListenAddress = None
+    #: Allow a non-loopback ``listen`` address (the endpoints have no authentication).
+    allow_remote: bool = False
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when metrics are off."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+def _default_control_socket() -> Path | None:
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime) / "control.sock" if runtime else None
+
+
+class ControlSettings(_Section):
+    """``[control]``: the local HTTP API that watches and unwatches ids (heartbeat.control)."""
+
+    #: Unix socket, mode 0600; default ``$RUNTIME_DIRECTORY/control.sock`` (systemd's
+    #: RuntimeDirectory=), else none. "" turns it off.
+    socket: FilePath | None = Field(default_factory=_default_control_socket)
+    #: ``host:port`` for the same API over TCP (``[::1]:9311`` for IPv6); needs a token.
+    listen: ListenAddress = None
+    #: Bearer token required on ``listen``: at least 16 printable ASCII characters.
+    token: SecretStr | None = None
+    token_file: FilePath | None = None
+    #: Allow a non-loopback ``listen`` address.
+    allow_remote: bool = False
+
+    @field_validator("socket", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("socket")
+    @classmethod
+    def _fits_sun_path(cls, value: Path | None) -> Path | None:
+        size = 0 if value is None else len(os.fsencode(value))
+        if size > MAX_SOCKET_PATH:
+            raise ValueError(f"is {size} bytes; a Unix socket path has at most {MAX_SOCKET_PATH}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ControlSettings:
+        if self.token and self.token_file:
+            raise ValueError("set token or token_file, not both")
+        return self
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when the API is not served over TCP."""
+        return None if self.listen is None else parse_listen(self.listen)
