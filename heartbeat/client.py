@@ -13,7 +13,8 @@ import base64
 import json
 import platform
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -126,7 +127,7 @@ class Client:
         settings: ElasticsearchSettings,
         *,
         max_in_flight: int = 32,
-        wall_clock: Any = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._urls = [URL(url) for url in settings.urls()]
@@ -185,9 +186,7 @@ class Client:
             await session.close()
 
     def _wall_now(self) -> float:
-        import time
-
-        return float(self._wall()) if self._wall is not None else time.time()
+        return self._wall()
 
     async def request(
         self, method: str, path: str, body: Any = None, *, max_body: int = MAX_BODY

@@ -379,29 +379,26 @@ class Scheduler:
                     heapq.heappop(self._heap)
                     self._probe_in_flight = True
                     self._probes += 1
+                    self._claim(job)
                     self._start(job, tg, probe=True)
             return
-        while self._in_flight < self.schedule.max_in_flight:
-            job = self._peek()
-            if job is None or job.due > now:
-                return
-            heapq.heappop(self._heap)
+        while (job := self._take_due(now)) is not None:
             self._start(job, tg, probe=False)
 
     def _start(self, job: Job, tg: TaskGroup, *, probe: bool) -> None:
-        self._claim(job)
         tg.start_soon(self._worker, job, probe, name="heartbeat check-in worker")
 
     def _claim(self, job: Job) -> None:
         job.in_flight = True
         self._in_flight += 1
 
-    def _take_due(self) -> Job | None:
-        """The next due job, claimed, if a worker that just finished may run it now."""
+    def _take_due(self, now: float | None = None) -> Job | None:
+        """The next due job, claimed, if a slot is free to run it now (the loop when it
+        grants, a worker when it has just finished one)."""
         if self._stopping or self.in_outage or self._in_flight >= self.schedule.max_in_flight:
             return None
         job = self._peek()
-        if job is None or job.due > self.clock.monotonic():
+        if job is None or job.due > (self.clock.monotonic() if now is None else now):
             return None
         heapq.heappop(self._heap)
         self._claim(job)

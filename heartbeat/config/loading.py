@@ -27,8 +27,6 @@ from heartbeat.config.checks import control_checks, cross_checks
 from heartbeat.config.model import ENV_PREFIX, Config
 from heartbeat.config.redact import SECRET_BEARING_KEYS, SECRET_KEYS
 from heartbeat.config.secret_files import (
-    resolve_control_token,
-    resolve_queue_password,
     resolve_secret_files,
 )
 from heartbeat.errors import ConfigError
@@ -112,8 +110,6 @@ def build(data: Mapping[str, Any], *, source: str) -> Config:
         where = f"{source} (environment {env_name})" if env_name else source
         raise ConfigError(message, key=key or None, source=where) from None
     config = resolve_secret_files(config, source)
-    config = resolve_queue_password(config, source)
-    config = resolve_control_token(config, source)
     cross_checks(config, source)
     control_checks(config, source)
     return config

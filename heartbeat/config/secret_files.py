@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
@@ -36,46 +35,40 @@ def read_secret_file(path: Path, key: str, source: str) -> str:
     return value
 
 
-def resolve_secret_files(config: Config, source: str) -> Config:
+#: ``(section, file key, value key)``: each ``*_file`` key and the secret it fills in.
+SECRET_FILES = (
+    ("elasticsearch", "api_key_file", "api_key"),
+    ("elasticsearch", "password_file", "password"),
+    ("elasticsearch", "bearer_token_file", "bearer_token"),
+    ("queue", "password_file", "password"),
+    ("control", "token_file", "token"),
+)
+
+
+def _systemd_credential(config: Config) -> Config:
+    """systemd's ``LoadCredential=api_key:...`` when no Elasticsearch auth is configured."""
     es = config.elasticsearch
-    updates: dict[str, Any] = {}
     credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / "api_key"
     no_auth = not (
         es.api_key or es.api_key_file or es.username or es.bearer_token or es.bearer_token_file
     )
-    if no_auth and credential.is_file():
-        # systemd's LoadCredential=api_key:... with no auth configured: use it.
-        es = es.model_copy(update={"api_key_file": credential})
-        updates["api_key_file"] = credential
-    for file_key, value_key in (
-        ("api_key_file", "api_key"),
-        ("password_file", "password"),
-        ("bearer_token_file", "bearer_token"),
-    ):
-        path = getattr(es, file_key)
-        if path is not None:
-            secret = read_secret_file(path, f"elasticsearch.{file_key}", source)
-            updates[value_key] = SecretStr(secret)
-    if not updates:
+    if not (no_auth and credential.is_file()):
         return config
-    return config.model_copy(update={"elasticsearch": es.model_copy(update=updates)})
-
-
-def resolve_queue_password(config: Config, source: str) -> Config:
-    queue = config.queue
-    if queue.password_file is None:
-        return config
-    secret = read_secret_file(queue.password_file, "queue.password_file", source)
     return config.model_copy(
-        update={"queue": queue.model_copy(update={"password": SecretStr(secret)})}
+        update={"elasticsearch": es.model_copy(update={"api_key_file": credential})}
     )
 
 
-def resolve_control_token(config: Config, source: str) -> Config:
-    control = config.control
-    if control.token_file is None:
-        return config
-    secret = read_secret_file(control.token_file, "control.token_file", source)
-    return config.model_copy(
-        update={"control": control.model_copy(update={"token": SecretStr(secret)})}
-    )
+def resolve_secret_files(config: Config, source: str) -> Config:
+    """Read every configured ``*_file`` key into its secret, in :data:`SECRET_FILES` order."""
+    config = _systemd_credential(config)
+    for section, file_key, value_key in SECRET_FILES:
+        settings = getattr(config, section)
+        path = getattr(settings, file_key)
+        if path is None:
+            continue
+        secret = SecretStr(read_secret_file(path, f"{section}.{file_key}", source))
+        config = config.model_copy(
+            update={section: settings.model_copy(update={value_key: secret})}
+        )
+    return config
