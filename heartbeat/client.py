@@ -15,7 +15,6 @@ import platform
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -105,15 +104,50 @@ def list_path(offset: int, size: int, filters: dict[str, str], fields: Sequence[
     return "/_connector/_sync_job?" + urlencode(params, quote_via=quote, safe="")
 
 
-@dataclass(slots=True)
-class Answer:
-    """A complete HTTP answer from a server (not necessarily Elasticsearch)."""
+#: Elasticsearch's answer to a check-in, byte for byte. This body is known to be JSON
+#: without parsing it, which the check-in hot path relies on; any other body is parsed.
+CHECKIN_UPDATED = b'{"result":"updated"}'
+#: The outcome of every ordinary check-in: outcomes are immutable, so one will do.
+SUCCESS_200 = Success(200)
 
-    status: int
-    is_elasticsearch: bool
-    body: Any  # parsed JSON, or None when the body was not JSON
-    retry_after: str | None
-    raw: bytes = field(repr=False)
+
+class Answer:
+    """A complete HTTP answer from a server (not necessarily Elasticsearch).
+
+    The body is parsed as JSON only when asked for (:attr:`body`): a successful
+    check-in's answer never needs it.
+    """
+
+    __slots__ = ("_body", "_parsed", "is_elasticsearch", "raw", "retry_after", "status")
+
+    def __init__(
+        self, status: int, is_elasticsearch: bool, raw: bytes, retry_after: str | None = None
+    ) -> None:
+        self.status = status
+        self.is_elasticsearch = is_elasticsearch
+        self.raw = raw
+        self.retry_after = retry_after
+        self._body: Any = None
+        self._parsed = False
+
+    def __repr__(self) -> str:
+        return f"Answer(status={self.status}, is_elasticsearch={self.is_elasticsearch})"
+
+    @property
+    def body(self) -> Any:
+        """The parsed JSON body, or None when it is empty or not JSON."""
+        if not self._parsed:
+            self._parsed = True
+            if self.raw:
+                try:
+                    self._body = json.loads(self.raw)
+                except ValueError:
+                    self._body = None
+        return self._body
+
+    def is_json(self) -> bool:
+        """Whether the body is empty or JSON (without parsing the usual answer)."""
+        return not self.raw or self.raw == CHECKIN_UPDATED or self.body is not None
 
 
 class Client:
@@ -319,18 +353,12 @@ def _job_page(body: Any) -> tuple[int, list[dict[str, Any]]] | None:
 
 
 def _answer(response: aiohttp.ClientResponse, raw: bytes) -> Answer:
-    body: Any = None
-    if raw:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
+    headers = response.headers
     return Answer(
-        status=response.status,
-        is_elasticsearch=response.headers.get("X-Elastic-Product") == "Elasticsearch",
-        body=body,
-        retry_after=response.headers.get("Retry-After"),
-        raw=raw,
+        response.status,
+        headers.get("X-Elastic-Product") == "Elasticsearch",
+        raw,
+        headers.get("Retry-After"),
     )
 
 
@@ -358,14 +386,14 @@ def _snippet(raw: bytes) -> str:
 def classify(answer: Answer, *, now_wall: float) -> Outcome:
     """Map a complete HTTP answer onto an outcome (see :mod:`heartbeat.outcomes`)."""
     status = answer.status
-    kind, reason = _error(answer.body)
     if 200 <= status < 300:
         if not answer.is_elasticsearch:
             # The official client refuses this too: a proxy's 200 is not a check-in.
             return Misrouted(status, "2xx answer without X-Elastic-Product: Elasticsearch")
-        if answer.raw and answer.body is None:
+        if not answer.is_json():
             return Retryable("malformed", "2xx answer whose body is not JSON", status=status)
-        return Success(status)
+        return SUCCESS_200 if status == 200 else Success(status)
+    kind, reason = _error(answer.body)
     if status == 404:
         if answer.is_elasticsearch and kind == "resource_not_found_exception":
             return NotFound(reason or "not found")

@@ -116,6 +116,8 @@ class Scheduler:
         self.schedule = schedule
         self.backoff = backoff_settings
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self._monotonic = self.clock.monotonic
+        self._limit = schedule.max_in_flight
         self._rng = rng if rng is not None else random.random
         self._log = logger if logger is not None else structlog.get_logger("heartbeat")
         self._failures = FailureLog(self._log)
@@ -268,6 +270,7 @@ class Scheduler:
         are pulled in, so a shorter interval takes effect at once."""
         shorter = schedule.interval < self.schedule.interval
         self.schedule = schedule
+        self._limit = schedule.max_in_flight
         self.backoff = backoff_settings
         if check_in is not None:
             self._check_in = check_in
@@ -395,50 +398,60 @@ class Scheduler:
     def _take_due(self, now: float | None = None) -> Job | None:
         """The next due job, claimed, if a slot is free to run it now (the loop when it
         grants, a worker when it has just finished one)."""
-        if self._stopping or self.in_outage or self._in_flight >= self.schedule.max_in_flight:
+        if self._stopping or self.outage_since is not None or self._in_flight >= self._limit:
             return None
-        job = self._peek()
-        if job is None or job.due > (self.clock.monotonic() if now is None else now):
-            return None
-        heapq.heappop(self._heap)
-        self._claim(job)
-        return job
+        heap = self._heap
+        while heap:
+            _, order, job = heap[0]
+            if job.removed or job.in_flight or order != job.order:
+                heapq.heappop(heap)  # a stale entry (lazy invalidation)
+                continue
+            if job.due > (self._monotonic() if now is None else now):
+                return None
+            heapq.heappop(heap)
+            job.in_flight = True
+            self._in_flight += 1
+            return job
+        return None
 
     async def _worker(self, job: Job, probe: bool) -> None:
         """Check ``job`` in, then keep taking due jobs (oldest first) while there are.
 
         A worker per busy slot rather than a task per check-in: at thousands of
         check-ins a second, a task each costs more CPU (and garbage) than the request.
+        This is the hot path of the daemon, so it is one flat loop: every frame here is
+        resumed each time a request wakes up.
         """
+        monotonic = self._monotonic
         current: Job | None = job
         try:
             while current is not None:
-                await self._attempt(current, probe)
+                started = monotonic()
+                try:
+                    outcome = await self._check_in(current.id)
+                except Exception as exc:  # the client returns outcomes; this is a bug guard
+                    self._log.exception("checkin_crashed", job_id=current.id)
+                    outcome = Retryable("internal", f"{type(exc).__name__}: {exc}")
+                finally:
+                    current.in_flight = False
+                    self._in_flight -= 1
+                    if probe:
+                        self._probe_in_flight = False
+                now = monotonic()
+                for observer in self.outcome_observers:
+                    observer(current.id, outcome, now - started)
+                self.complete(current, outcome, now, probe=probe)
                 current = None if probe else self._take_due()
         finally:
             self._wake.set()  # a slot is free: the loop decides what comes next
-
-    async def _attempt(self, job: Job, probe: bool) -> None:
-        started = self.clock.monotonic()
-        try:
-            outcome = await self._check_in(job.id)
-        except Exception as exc:  # the client returns outcomes; this is a bug guard
-            self._log.exception("checkin_crashed", job_id=job.id)
-            outcome = Retryable("internal", f"{type(exc).__name__}: {exc}")
-        finally:
-            job.in_flight = False
-            self._in_flight -= 1
-            if probe:
-                self._probe_in_flight = False
-        now = self.clock.monotonic()
-        for observer in self.outcome_observers:
-            observer(job.id, outcome, now - started)
-        self.complete(job, outcome, now, probe=probe)
 
     # ------------------------------------------------------------------ outcomes
 
     def complete(self, job: Job, outcome: Outcome, now: float, *, probe: bool = False) -> None:
         """Turn one outcome into the job's next due time, or its removal."""
+        if type(outcome) is Success and self.outage_since is None:
+            self._succeeded(job, now, outcome.status)  # the hot path, kept short
+            return
         cluster_answered = not isinstance(outcome, (Retryable, Misrouted, Unauthorized)) or (
             isinstance(outcome, Retryable) and outcome.job_specific
         )
@@ -450,25 +463,32 @@ class Scheduler:
             return
         match outcome:
             case Success():
-                job.last_success = now
-                job.failures = 0
-                job.last_error = None
-                job.anchor, due = backoff.next_due(
-                    job.anchor,
-                    now=now,
-                    interval=self.schedule.interval,
-                    jitter=self.schedule.jitter,
-                    u=self._rng(),
-                )
-                if logs.debug_enabled():
-                    self._log.debug("checkin_succeeded", job_id=job.id, status=outcome.status)
-                self._push(job, due)
+                self._succeeded(job, now, outcome.status)
             case NotFound(reason=reason, status=status):
                 self._drop(job, "not_found", status=status, server_reason=reason)
             case Rejected(reason=reason, status=status):
                 self._drop(job, "rejected", status=status, server_reason=reason)
             case Unauthorized() | Misrouted() | Retryable():
                 self._failed(job, outcome, now, probe=probe)
+
+    def _succeeded(self, job: Job, now: float, status: int) -> None:
+        """A success: due again one interval after its previous due time."""
+        self.last_contact_ok = True
+        self.last_success_at = now
+        self._cluster_failures = 0
+        self._unauthorized_logged = False
+        if job.removed:
+            return
+        job.last_success = now
+        job.failures = 0
+        job.last_error = None
+        schedule = self.schedule
+        job.anchor, due = backoff.next_due(
+            job.anchor, now=now, interval=schedule.interval, jitter=schedule.jitter, u=self._rng()
+        )
+        if logs.debug_enabled():
+            self._log.debug("checkin_succeeded", job_id=job.id, status=status)
+        self._push(job, due)
 
     def drop(self, job_id: str, reason: str, **fields: Any) -> bool:
         """Stop watching ``job_id`` whichever sources asked for it, because Elasticsearch

@@ -215,6 +215,27 @@ async def test_2xx_with_garbage_body_is_malformed(es: ES) -> None:
     assert isinstance(outcome, Retryable) and outcome.error == "malformed"
 
 
+@pytest.mark.parametrize(
+    ("body", "succeeded"),
+    [
+        (b'{"result":"updated"}', True),  # what Elasticsearch answers: not even parsed
+        (b'{\n  "result" : "updated"\n}', True),  # ?pretty, or a proxy re-encoding it
+        (b'{"result":"noop"}', True),
+        (b"", True),
+        (b'{"result":"updated"', False),  # cut short
+        (b'{"result":"updated"}garbage', False),
+    ],
+)
+async def test_a_2xx_body_must_be_json(es: ES, body: bytes, succeeded: bool) -> None:
+    job = es.emu.create_job()
+    es.emu.always(Fault(status=200, body=body))
+    outcome = await check_in(es.url, job)
+    if succeeded:
+        assert outcome == Success(200)
+    else:
+        assert isinstance(outcome, Retryable) and outcome.error == "malformed", outcome
+
+
 async def test_timeout(es: ES) -> None:
     job = es.emu.create_job()
     es.emu.always(Fault(delay=5.0))

@@ -15,6 +15,7 @@ from heartbeat import config as configuration
 from heartbeat.emulator import Fault
 from heartbeat.errors import ConfigError
 from heartbeat.metrics import DROP_REASONS, OUTCOMES
+from heartbeat.outcomes import Retryable, Success
 from tests.conftest import ES
 from tests.helpers_http import (
     config_for,
@@ -189,6 +190,29 @@ def test_each_heartbeat_has_its_own_registry() -> None:
     first, second = Heartbeat(config), Heartbeat(config)
     assert first.metrics.registry is not second.metrics.registry
     assert b"heartbeat_watched_jobs 0.0" in second.metrics.exposition()[0]
+
+
+def test_durations_land_in_their_le_buckets() -> None:
+    hb = Heartbeat(config_for("http://127.0.0.1:9"))
+    for seconds in (0.0, 0.005, 0.0051, 0.3, 30.0, 31.0):  # 0.005 and 30.0 are bounds
+        for observer in hb.scheduler.outcome_observers:
+            observer("job-a", Success(200), seconds)
+    for observer in hb.scheduler.outcome_observers:
+        observer("job-a", Retryable("timeout", "no answer"), 10.5)
+    found = parse(hb.metrics.exposition()[0].decode())
+    bucket = "heartbeat_checkin_duration_seconds_bucket"
+    assert sample(found, bucket, le="0.005") == 2
+    assert sample(found, bucket, le="0.01") == 3
+    assert sample(found, bucket, le="0.25") == 3
+    assert sample(found, bucket, le="0.5") == 4
+    assert sample(found, bucket, le="10.0") == 4
+    assert sample(found, bucket, le="30.0") == 6
+    assert sample(found, bucket, le="+Inf") == 7
+    assert sample(found, "heartbeat_checkin_duration_seconds_count") == 7
+    assert sample(found, "heartbeat_checkin_duration_seconds_sum") == pytest.approx(71.8101)
+    assert sample(found, "heartbeat_checkins_total", outcome="success") == 6
+    assert sample(found, "heartbeat_checkins_total", outcome="retryable") == 1
+    assert sample(found, "heartbeat_checkins_total", outcome="not_found") == 0
 
 
 def test_a_scrape_stays_cheap_at_100000_jobs() -> None:
