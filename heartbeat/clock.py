@@ -6,11 +6,20 @@ calls :meth:`ManualClock.advance`, so scheduler tests assert exact delay sequenc
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
+
+
+class Timer(Protocol):
+    def cancel(self) -> None:
+        """Do not call the callback (a no-op once it has been called)."""
 
 
 class Clock(Protocol):
@@ -23,8 +32,15 @@ class Clock(Protocol):
     async def wait_until(self, event: anyio.Event, deadline: float | None) -> None:
         """Return when ``event`` is set or :meth:`monotonic` has reached ``deadline``."""
 
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback()`` from the event loop once :meth:`monotonic` has reached
+        ``deadline``: the cheapest timed wake-up there is (no task, no cancel scope), for
+        the scheduler's loop, which sleeps and wakes up once per check-in or more."""
+
 
 class SystemClock:
+    """The real clock, on asyncio (which heartbeat runs on, embedded or not)."""
+
     def monotonic(self) -> float:
         return time.monotonic()
 
@@ -38,6 +54,11 @@ class SystemClock:
         with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
             await event.wait()
 
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
+        # call_later with our own clock's delay: the loop's clock need not be ours.
+        delay = max(deadline - time.monotonic(), 0.0)
+        return asyncio.get_running_loop().call_later(delay, callback)
+
 
 class ManualClock:
     """A clock for tests: time stands still until :meth:`advance`."""
@@ -46,6 +67,8 @@ class ManualClock:
         self._now = start
         self._wall_offset = wall_start - start
         self._moved = anyio.Event()
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
+        self._order = itertools.count()
 
     def monotonic(self) -> float:
         return self._now
@@ -66,10 +89,37 @@ class ManualClock:
                 await moved.wait()
             tg.cancel_scope.cancel()
 
+    def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
+        timer = _ManualTimer(callback)
+        if deadline <= self._now:
+            asyncio.get_running_loop().call_soon(timer.fire)  # as a real clock: not now
+        else:
+            heapq.heappush(self._timers, (deadline, next(self._order), timer))
+        return timer
+
+    def _fire(self) -> None:
+        while self._timers and self._timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(self._timers)
+            timer.fire()
+
     async def advance(self, seconds: float) -> None:
         """Move time forward and let every task that can run, run."""
         self._now += seconds
+        self._fire()
         moved, self._moved = self._moved, anyio.Event()
         moved.set()
         for _ in range(50):
             await anyio.lowlevel.checkpoint()
+
+
+class _ManualTimer:
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._callback: Callable[[], object] | None = callback
+
+    def cancel(self) -> None:
+        self._callback = None
+
+    def fire(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()

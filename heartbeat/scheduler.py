@@ -21,6 +21,7 @@ Design:
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
@@ -125,9 +127,15 @@ class Scheduler:
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._in_flight = 0
-        self._wake = anyio.Event()
+        #: Set to make the loop look again (cleared by the loop each time it looks).
+        self._wake = asyncio.Event()
         #: When the loop will wake by itself (-inf while it is awake).
         self._deadline = -math.inf
+        #: True while the loop sleeps with every slot busy: it then ignores the heap,
+        #: so a worker that frees a slot and finds nothing due must wake it.
+        self._slots_full = False
+        #: Workers with nothing to do, each waiting for its next job (None: exit).
+        self._parked: list[asyncio.Future[Job | None]] = []
         self._stopping = False
         self._running = False
         self._ramp_next = -math.inf
@@ -330,22 +338,35 @@ class Scheduler:
         try:
             async with anyio.create_task_group() as tg:
                 while not self._stopping:
-                    self._wake = anyio.Event()
+                    self._wake.clear()
                     now = self.clock.monotonic()
                     self._tick(now)
                     self._grant(now, tg)
                     wakeup = self.next_wakeup()
                     self._deadline = math.inf if wakeup is None else wakeup
-                    await self.clock.wait_until(self._wake, wakeup)
+                    self._slots_full = self._in_flight >= self._limit
+                    if self._wake.is_set():
+                        await anyio.lowlevel.checkpoint()  # let others run; look again
+                    elif wakeup is None:
+                        await self._wake.wait()
+                    else:
+                        # A timer, not a cancel scope: this runs once per check-in or so.
+                        timer = self.clock.call_at(wakeup, self._wake.set)
+                        await self._wake.wait()
+                        timer.cancel()
                     self._deadline = -math.inf
                 await self._drain(tg)
         finally:
             self._running = False
 
     async def _drain(self, tg: TaskGroup) -> None:
+        parked, self._parked = self._parked, []
+        for waiter in parked:
+            if not waiter.done():
+                waiter.set_result(None)  # nothing more to do: exit
         with anyio.move_on_after(self.schedule.shutdown_timeout):
             while self._in_flight:
-                self._wake = anyio.Event()
+                self._wake.clear()
                 await self._wake.wait()
         if self._in_flight:
             self._log.warning("shutdown_timeout", abandoned_requests=self._in_flight)
@@ -386,7 +407,13 @@ class Scheduler:
                     self._start(job, tg, probe=True)
             return
         while (job := self._take_due(now)) is not None:
-            self._start(job, tg, probe=False)
+            while self._parked:
+                waiter = self._parked.pop()
+                if not waiter.done():
+                    waiter.set_result(job)  # an idle worker takes it: no new task
+                    break
+            else:
+                self._start(job, tg, probe=False)
 
     def _start(self, job: Job, tg: TaskGroup, *, probe: bool) -> None:
         tg.start_soon(self._worker, job, probe, name="heartbeat check-in worker")
@@ -415,35 +442,46 @@ class Scheduler:
         return None
 
     async def _worker(self, job: Job, probe: bool) -> None:
-        """Check ``job`` in, then keep taking due jobs (oldest first) while there are.
+        """Check ``job`` in, then keep taking due jobs (oldest first); with none due,
+        wait (parked) for the loop to hand over the next one.
 
-        A worker per busy slot rather than a task per check-in: at thousands of
-        check-ins a second, a task each costs more CPU (and garbage) than the request.
-        This is the hot path of the daemon, so it is one flat loop: every frame here is
-        resumed each time a request wakes up.
+        Workers, one per slot ever busy, rather than a task per check-in: at thousands
+        of check-ins a second, a task each costs more CPU (and garbage) than the
+        request. This is the daemon's hot path, so it is one flat loop: every frame here
+        is resumed each time a request wakes up. A probe's worker does one check-in.
         """
         monotonic = self._monotonic
         current: Job | None = job
-        try:
-            while current is not None:
-                started = monotonic()
-                try:
-                    outcome = await self._check_in(current.id)
-                except Exception as exc:  # the client returns outcomes; this is a bug guard
-                    self._log.exception("checkin_crashed", job_id=current.id)
-                    outcome = Retryable("internal", f"{type(exc).__name__}: {exc}")
-                finally:
-                    current.in_flight = False
-                    self._in_flight -= 1
-                    if probe:
-                        self._probe_in_flight = False
-                now = monotonic()
-                for observer in self.outcome_observers:
-                    observer(current.id, outcome, now - started)
-                self.complete(current, outcome, now, probe=probe)
-                current = None if probe else self._take_due()
-        finally:
-            self._wake.set()  # a slot is free: the loop decides what comes next
+        while True:
+            if current is None:
+                if probe or self._stopping:
+                    return
+                waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+                self._parked.append(waiter)
+                current = await waiter
+                if current is None:
+                    return
+            started = monotonic()
+            try:
+                outcome = await self._check_in(current.id)
+            except Exception as exc:  # the client returns outcomes; this is a bug guard
+                self._log.exception("checkin_crashed", job_id=current.id)
+                outcome = Retryable("internal", f"{type(exc).__name__}: {exc}")
+            finally:
+                current.in_flight = False
+                self._in_flight -= 1
+                if probe:
+                    self._probe_in_flight = False
+            now = monotonic()
+            for observer in self.outcome_observers:
+                observer(current.id, outcome, now - started)
+            # Only a success outside an outage leaves the loop nothing new to decide
+            # (its job's next due time, if earlier than the loop's, wakes it in _push).
+            quiet = type(outcome) is Success and self.outage_since is None
+            self.complete(current, outcome, now, probe=probe)
+            current = None if probe else self._take_due()
+            if current is None and (not quiet or probe or self._slots_full or self._stopping):
+                self._wake.set()
 
     # ------------------------------------------------------------------ outcomes
 

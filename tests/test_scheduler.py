@@ -248,6 +248,45 @@ async def test_one_request_per_job_even_when_it_outlasts_the_interval(
     assert len(script.calls) == 1
 
 
+async def test_a_slot_freed_with_nothing_due_still_wakes_the_loop(
+    clock: ManualClock, script: Script
+) -> None:
+    # While every slot is busy the loop ignores the heap and sleeps until its next
+    # periodic task. The worker that frees the slot, finding nothing due yet, must wake
+    # it, or job-b (due at 1) waits for that periodic task (at 10).
+    scheduler = make(clock, script, jitter=0.0, max_in_flight=1, ramp_rate=1.0)
+    scheduler.add_periodic(10.0, lambda _now: None)
+    script.gate = anyio.Event()
+    scheduler.watch_many(["job-a", "job-b"], "test")
+    async with running(scheduler):
+        await clock.advance(0.5)
+        assert scheduler.in_flight == 1
+        script.gate.set()
+        await clock.advance(0)
+        await run_until(clock, scheduler, 70)
+    assert script.times("job-a") == [0, 60]
+    assert script.times("job-b") == [1, 61]
+
+
+async def test_a_job_waiting_for_a_slot_goes_as_soon_as_one_frees(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0, max_in_flight=1)
+    script.gate = anyio.Event()
+    scheduler.watch("job-a")
+    async with running(scheduler):
+        await clock.advance(1)
+        scheduler.watch("job-b")
+        await clock.advance(1)
+        assert script.times("job-b") == []
+        script.gate.set()
+        await clock.advance(0)
+        await run_until(clock, scheduler, 130)
+    assert script.times("job-a") == [0, 60, 120]
+    # Due at 1, sent at 2 when the slot freed; then on its own schedule, from 1.
+    assert script.times("job-b") == [2, 61, 121]
+
+
 async def test_a_batch_is_ramped_not_burst(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script, ramp_rate=1000.0)
     scheduler.watch_many([f"job-{n}" for n in range(10_000)], "test")
