@@ -302,8 +302,11 @@ class Scheduler:
         job.due = due
         job.order = next(self._order)
         heapq.heappush(self._heap, (due, job.order, job))
-        if due < self._deadline:
-            self._wake.set()  # due before the loop means to wake up: wake it now
+        if due < self._deadline and not self._slots_full:
+            # Due before the loop means to wake up: wake it now. Not while every slot
+            # is busy: the loop then ignores the heap, and the worker that frees a slot
+            # takes what is due or wakes the loop.
+            self._wake.set()
 
     def _valid(self, entry: tuple[float, int, Job]) -> bool:
         _, order, job = entry
@@ -355,6 +358,7 @@ class Scheduler:
                         await self._wake.wait()
                         timer.cancel()
                     self._deadline = -math.inf
+                    self._slots_full = False
                 await self._drain(tg)
         finally:
             self._running = False
