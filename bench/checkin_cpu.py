@@ -26,14 +26,17 @@ Variants:
   its default is 10). Warnings keep Python's default filters, so each call still
   pays for its ``GeneralAvailabilityWarning`` (``inspect.stack()`` and
   ``warnings.warn``); only the printing is replaced by a counter.
+* ``bare aiohttp + 2 us`` (flat out only), the control: bare aiohttp plus 2 us of
+  pure Python (a counting loop, calibrated at start-up) per check-in. What it costs
+  above bare aiohttp shows what any client doing a little more per request pays in
+  the flat-out measurement, over and above the work itself.
 
-Two measurements, each with the same four variants:
+Two measurements, each with the four variants above (and the control, flat out):
 
 * **flat out**: every check-in is due at once and each variant goes as fast as it can.
-  On this two-core machine the stub's own core is nearly saturated by the fastest
-  variant, which changes what a request costs the client (a server that is always
-  busy needs no wake-up per request; one that idles between requests does), so the
-  slower variants pay a little more per request for being slower.
+  The client and the stub then each keep one of this machine's two cores nearly busy,
+  and a client's CPU per request is not only its own work: the control measures that
+  2 us more pure Python per check-in shows as 2-10 us more here, from run to run.
 * **paced**: the check-ins are spread at ``--rate`` per second (default 1,000, the rate
   the scale benchmark's lateness is measured at; 100,000 jobs at the default 60 s
   interval need 1,667/s). Every variant sends the same requests at the same moments:
@@ -222,6 +225,51 @@ async def bare_aiohttp(
         return await timed(call, warm, ids, concurrency, rate)
 
 
+#: The control variant adds this much pure Python CPU to each of bare aiohttp's
+#: check-ins (calibrated at start-up by :func:`calibrate`).
+CONTROL_US = 2.0
+control_spins = 0
+
+
+def spin(count: int) -> int:
+    total = 0
+    for i in range(count):
+        total += i
+    return total
+
+
+def calibrate() -> int:
+    """How many :func:`spin` steps take CONTROL_US of CPU, alone."""
+    count = 1000
+    started = time.process_time()
+    for _ in range(2000):
+        spin(count)
+    per_step = (time.process_time() - started) / (2000 * count)
+    return max(1, round(CONTROL_US * 1e-6 / per_step))
+
+
+async def bare_aiohttp_control(
+    url: str, warm: list[str], ids: list[str], concurrency: int, rate: float | None
+) -> Run:
+    """bare aiohttp plus CONTROL_US of pure Python per check-in: what adding a known
+    amount of work to a client costs in this measurement (see the module docstring)."""
+    headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Authorization": f"ApiKey {API_KEY}"}
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    session = aiohttp.ClientSession(
+        url, connector=connector, headers=headers, skip_auto_headers=("Content-Type",)
+    )
+    async with session:
+
+        async def call(job_id: str) -> bool:
+            path = f"/_connector/_sync_job/{quote(job_id, safe=',*')}/_check_in"
+            async with session.put(path) as response:
+                await response.read()
+                spin(control_spins)
+                return response.status == 200
+
+        return await timed(call, warm, ids, concurrency, rate)
+
+
 shown_warnings = 0
 
 
@@ -255,6 +303,9 @@ VARIANTS: list[tuple[str, Measured]] = [
     ("bare aiohttp", bare_aiohttp),
     ("official client", official_client),
 ]
+#: Measured flat out only: the control is about the flat-out measurement.
+CONTROL = "bare aiohttp + 2 us"
+FLAT_OUT_ONLY = [(CONTROL, bare_aiohttp_control)]
 
 
 def table(rows: list[list[str]]) -> str:
@@ -276,10 +327,11 @@ async def measure(
 ) -> dict[str, list[Run]] | None:
     """Every variant ``rounds`` times, interleaved; None when one of them failed."""
     per_10k = 10_000 / checkins
-    results: dict[str, list[Run]] = {name: [] for name, _ in VARIANTS}
+    variants = VARIANTS if rate else VARIANTS + FLAT_OUT_ONLY
+    results: dict[str, list[Run]] = {name: [] for name, _ in variants}
     tag = "p" if rate else "f"
     for r in range(rounds):
-        for name, variant in VARIANTS:
+        for name, variant in variants:
             warm = job_ids(f"w{tag}{r}{name[:3]}", WARMUP)
             ids = job_ids(f"r{tag}{r}{name[:3]}", checkins)
             run = await variant(url, warm, ids, concurrency, rate)
@@ -343,6 +395,15 @@ def report(results: dict[str, list[Run]], checkins: int) -> bool:
             ]
         )
     print(table(ratio_rows))
+    if CONTROL in results:
+        added = statistics.median(
+            (x.cpu_s - y.cpu_s) / checkins * 1e6
+            for x, y in zip(results[CONTROL], results["bare aiohttp"], strict=True)
+        )
+        print(
+            f"(control: {CONTROL_US:g} us of pure Python added to each bare aiohttp check-in "
+            f"measured {added:+.1f} us per check-in here, median per round)"
+        )
     return met
 
 
@@ -353,6 +414,8 @@ async def main_async(
     if rate > 0 and paced_rounds > 0:
         sections.append((f"paced at {rate:g} check-ins/s", paced_rounds, rate))
     verdicts: list[tuple[str, bool]] = []
+    global control_spins
+    control_spins = calibrate()
     with running_stub() as url:
         print(
             f"checkin_cpu: {checkins} check-ins per run, concurrency {concurrency}, "

@@ -308,14 +308,16 @@ class Scheduler:
             # takes what is due or wakes the loop.
             self._wake.set()
 
-    def _valid(self, entry: tuple[float, int, Job]) -> bool:
-        _, order, job = entry
-        return not job.removed and not job.in_flight and order == job.order
-
     def _peek(self) -> Job | None:
-        while self._heap and not self._valid(self._heap[0]):
-            heapq.heappop(self._heap)
-        return self._heap[0][2] if self._heap else None
+        """The job due first, after dropping stale entries (lazy invalidation: a job
+        moved, removed or in flight since the entry was pushed)."""
+        heap = self._heap
+        while heap:
+            _, order, job = heap[0]
+            if order == job.order and not job.removed and not job.in_flight:
+                return job
+            heapq.heappop(heap)
+        return None
 
     def next_due(self) -> float | None:
         job = self._peek()
@@ -431,19 +433,12 @@ class Scheduler:
         grants, a worker when it has just finished one)."""
         if self._stopping or self.outage_since is not None or self._in_flight >= self._limit:
             return None
-        heap = self._heap
-        while heap:
-            _, order, job = heap[0]
-            if job.removed or job.in_flight or order != job.order:
-                heapq.heappop(heap)  # a stale entry (lazy invalidation)
-                continue
-            if job.due > (self._monotonic() if now is None else now):
-                return None
-            heapq.heappop(heap)
-            job.in_flight = True
-            self._in_flight += 1
-            return job
-        return None
+        job = self._peek()
+        if job is None or job.due > (self._monotonic() if now is None else now):
+            return None
+        heapq.heappop(self._heap)
+        self._claim(job)
+        return job
 
     async def _worker(self, job: Job, probe: bool) -> None:
         """Check ``job`` in, then keep taking due jobs (oldest first); with none due,
