@@ -41,11 +41,10 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock, on asyncio (which heartbeat runs on, embedded or not)."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
+    # The C functions themselves, not methods that call them: the scheduler reads the
+    # clock a few times per check-in.
+    monotonic = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
 
     async def wait_until(self, event: anyio.Event, deadline: float | None) -> None:
         if deadline is None:

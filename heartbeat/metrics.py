@@ -105,11 +105,8 @@ class Metrics:
         self.registry.register(_StateCollector(scheduler, health))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        scheduler.outcome_observers.append(self._on_outcome)
+        scheduler.outcome_observers.append(self.checkins.on_outcome)
         scheduler.change_observers.append(self._on_change)
-
-    def _on_outcome(self, _job_id: str, outcome: Outcome, seconds: float) -> None:
-        self.checkins.observe(type(outcome), seconds)
 
     def _on_change(self, change: str, _job_id: str, fields: dict[str, Any]) -> None:
         if change == "dropped":
@@ -145,8 +142,9 @@ class CheckinStats(Collector):
         self.seconds = 0.0
         self._created = time.time()
 
-    def observe(self, kind: type[Any], seconds: float) -> None:
-        self.counts[kind] += 1
+    def on_outcome(self, _job_id: str, outcome: Outcome, seconds: float) -> None:
+        """The scheduler's outcome observer: one check-in and how long it took."""
+        self.counts[type(outcome)] += 1
         # bisect_left: a duration equal to a bound belongs to that bound's bucket (le).
         self.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.seconds += seconds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -64,3 +64,15 @@ def test_any_id_is_exactly_one_segment_of_the_check_in_path(job_id: str) -> None
     assert segment not in {".", ".."}
     assert all(c not in segment for c in "?#/ ")
     assert unquote(segment) == job_id
+
+
+def test_every_character_is_encoded_as_the_official_client_does() -> None:
+    # encode_segment skips urllib for ids it would leave alone; this holds the shortcut
+    # to urllib's answer (the official client's), character by character.
+    for codepoint in range(0x10000):
+        char = chr(codepoint)
+        if 0xD800 <= codepoint <= 0xDFFF:
+            continue  # lone surrogates are refused before encoding
+        expected = "%2E" if char == "." else quote(char, safe=",*")
+        assert encode_segment(char) == expected, hex(codepoint)
+        assert encode_segment(f"job-{char}") == "job-" + quote(char, safe=",*")
