@@ -204,17 +204,21 @@ async def heartbeat_client(
         return await timed(call, warm, ids, concurrency, rate)
 
 
-async def bare_aiohttp(
-    url: str, warm: list[str], ids: list[str], concurrency: int, rate: float | None
-) -> Run:
+def bare_session(url: str, concurrency: int) -> aiohttp.ClientSession:
+    """The baseline's session: the same headers and pool size as heartbeat's."""
     headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Authorization": f"ApiKey {API_KEY}"}
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     # Without skip_auto_headers aiohttp would add "Content-Type: application/octet-stream"
     # to the empty PUT; heartbeat does not send it, so neither does the baseline.
-    session = aiohttp.ClientSession(
+    return aiohttp.ClientSession(
         url, connector=connector, headers=headers, skip_auto_headers=("Content-Type",)
     )
-    async with session:
+
+
+async def bare_aiohttp(
+    url: str, warm: list[str], ids: list[str], concurrency: int, rate: float | None
+) -> Run:
+    async with bare_session(url, concurrency) as session:
 
         async def call(job_id: str) -> bool:
             path = f"/_connector/_sync_job/{quote(job_id, safe=',*')}/_check_in"
@@ -253,12 +257,7 @@ async def bare_aiohttp_control(
 ) -> Run:
     """bare aiohttp plus CONTROL_US of pure Python per check-in: what adding a known
     amount of work to a client costs in this measurement (see the module docstring)."""
-    headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Authorization": f"ApiKey {API_KEY}"}
-    connector = aiohttp.TCPConnector(limit=concurrency + 4)
-    session = aiohttp.ClientSession(
-        url, connector=connector, headers=headers, skip_auto_headers=("Content-Type",)
-    )
-    async with session:
+    async with bare_session(url, concurrency) as session:
 
         async def call(job_id: str) -> bool:
             path = f"/_connector/_sync_job/{quote(job_id, safe=',*')}/_check_in"

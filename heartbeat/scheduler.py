@@ -486,21 +486,20 @@ class Scheduler:
 
     def complete(self, job: Job, outcome: Outcome, now: float, *, probe: bool = False) -> None:
         """Turn one outcome into the job's next due time, or its removal."""
-        if type(outcome) is Success and self.outage_since is None:
-            self._succeeded(job, now, outcome.status)  # the hot path, kept short
-            return
-        cluster_answered = not isinstance(outcome, (Retryable, Misrouted, Unauthorized)) or (
-            isinstance(outcome, Retryable) and outcome.job_specific
-        )
-        if cluster_answered:
+        if isinstance(outcome, Success):  # the common case first: the daemon's hot path
             self._cluster_ok(now)
-        if isinstance(outcome, Success):
             self.last_success_at = now
+            if not job.removed:
+                self._succeeded(job, now, outcome.status)
+            return
+        # A drop, or a conflict on one document, is an answer from the cluster too.
+        if isinstance(outcome, (NotFound, Rejected)) or (
+            isinstance(outcome, Retryable) and outcome.job_specific
+        ):
+            self._cluster_ok(now)
         if job.removed:
             return
         match outcome:
-            case Success():
-                self._succeeded(job, now, outcome.status)
             case NotFound(reason=reason, status=status):
                 self._drop(job, "not_found", status=status, server_reason=reason)
             case Rejected(reason=reason, status=status):
@@ -510,12 +509,6 @@ class Scheduler:
 
     def _succeeded(self, job: Job, now: float, status: int) -> None:
         """A success: due again one interval after its previous due time."""
-        self.last_contact_ok = True
-        self.last_success_at = now
-        self._cluster_failures = 0
-        self._unauthorized_logged = False
-        if job.removed:
-            return
         job.last_success = now
         job.failures = 0
         job.last_error = None
