@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test dist-test image-test lint typecheck pytest bench clean
 
 $(BIN)/heartbeat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,19 @@ test: $(BIN)/heartbeat
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# The sdist and the wheel, built and checked; the wheel installed into a fresh venv and run.
+dist-test: $(BIN)/heartbeat
+	scripts/dist-test $(BIN)/python
+
+# The Containerfile built on a Debian base made with mmdebstrap, then run with podman:
+# --version, demo, run against the emulator, --read-only, podman stop (scripts/image-test).
+image-test: $(BIN)/heartbeat
+	scripts/image-test $(BIN)/python
+
 bench: $(BIN)/heartbeat
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/checkin_cpu.py
 	$(BIN)/python bench/scale.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist

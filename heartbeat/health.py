@@ -8,7 +8,8 @@ reads the scheduler's state and never changes it; it does not speak HTTP
   :data:`LIVENESS_PERIOD` seconds (``Scheduler.add_periodic``, the same hook the systemd
   watchdog uses). A scheduler that has not ticked for :data:`LIVENESS_TIMEOUT` is not
   live. A blocked event loop does not even answer, which a probe also counts as dead.
-* Readiness: the last contact with Elasticsearch succeeded and no job is *at risk*,
+* Readiness: with ``[worker]``, the worker is up (else ``worker_down``); the last
+  contact with Elasticsearch succeeded and no job is *at risk*,
   that is, none has gone without a successful check-in for more than half of
   ``schedule.idle_after`` (a job that never succeeded counts from when it was added).
   With no job watched there is nothing to be late for: ready.
@@ -22,12 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from heartbeat.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from heartbeat.worker import WorkerMonitor
 
 __all__ = [
     "LAG_PERIOD",
@@ -40,6 +44,7 @@ __all__ = [
     "Readiness",
     "Risk",
     "assess",
+    "elasticsearch_state",
 ]
 
 #: Seconds between two liveness ticks from the scheduler loop.
@@ -76,13 +81,28 @@ def assess(success_times: Sequence[float], *, now: float, idle_after: float) -> 
 
 
 def elasticsearch_state(scheduler: Scheduler) -> str:
-    """``ok``, ``failing`` (the last contact failed), ``unreachable`` (outage mode) or
-    ``unknown`` (no contact yet)."""
+    """``ok``; ``unknown`` (no contact yet); ``unreachable`` (outage mode: cannot reach
+    it) or ``failing`` (the last contact failed); or, whether in outage mode or not,
+    what the cluster said when it was reached: ``unauthorized`` (401/403) or
+    ``misrouted`` (not Elasticsearch's endpoint: a proxy, a wrong path prefix)."""
+    cause = scheduler.failure_cause
     if scheduler.outage_since is not None:
-        return "unreachable"
+        return "unreachable" if cause in (None, "unreachable") else cause
     if scheduler.last_contact_ok is None:
         return "unknown"
-    return "ok" if scheduler.last_contact_ok else "failing"
+    if scheduler.last_contact_ok:
+        return "ok"
+    return "failing" if cause in (None, "unreachable") else cause
+
+
+#: The /readyz reason for each state that is not ``ok``.
+READINESS_REASONS = {
+    "unreachable": "elasticsearch_unreachable",
+    "failing": "elasticsearch_failing",
+    "unknown": "elasticsearch_not_contacted",
+    "unauthorized": "elasticsearch_unauthorized",
+    "misrouted": "elasticsearch_misrouted",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +121,8 @@ class Liveness:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
-    #: Why not ready: ``elasticsearch_unreachable``, ``elasticsearch_failing``,
+    #: Why not ready: ``worker_down``, ``elasticsearch_unreachable``,
+    #: ``elasticsearch_failing``, ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
     #: ``elasticsearch_not_contacted`` or ``jobs_at_risk``; None when ready.
     reason: str | None
     elasticsearch: str
@@ -167,8 +188,11 @@ class Health:
         *,
         period: float = LIVENESS_PERIOD,
         timeout: float = LIVENESS_TIMEOUT,
+        worker: WorkerMonitor | None = None,
     ) -> None:
         self.scheduler = scheduler
+        #: ``[worker]``'s monitor: not ready (``worker_down``) while the worker is not up.
+        self.worker = worker
         self.timeout = timeout
         self.last_tick = scheduler.clock.monotonic()
         self.lag_monitor = LagMonitor()
@@ -194,13 +218,11 @@ class Health:
         risk = self.risk()
         state = elasticsearch_state(self.scheduler)
         reason: str | None = None
-        if risk.jobs:
-            if state == "unreachable":
-                reason = "elasticsearch_unreachable"
-            elif state == "failing":
-                reason = "elasticsearch_failing"
-            elif state == "unknown":
-                reason = "elasticsearch_not_contacted"
+        if self.worker is not None and not self.worker.up:
+            reason = "worker_down"
+        elif risk.jobs:
+            if state != "ok":
+                reason = READINESS_REASONS[state]
             elif risk.at_risk:
                 reason = "jobs_at_risk"
         return Readiness(

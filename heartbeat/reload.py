@@ -59,6 +59,14 @@ def start_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("queue.url")
     if bool(old.discovery.connector_ids) != bool(new.discovery.connector_ids):
         changed.append("discovery.connector_ids")
+    if old.worker.enabled != new.worker.enabled:
+        # The probe starts with the daemon: switched on, it would not run; switched off,
+        # a monitor without probes must not decide whether check-ins go out.
+        changed += [
+            f"worker.{key}"
+            for key in ("pid_file", "health_url")
+            if getattr(old.worker, key) != getattr(new.worker, key)
+        ]
     return changed
 
 
@@ -77,6 +85,8 @@ def effective(old: Config, new: Config) -> Config:
         update["queue"] = old.queue
     if bool(old.discovery.connector_ids) != bool(new.discovery.connector_ids):
         update["discovery"] = old.discovery
+    if old.worker.enabled != new.worker.enabled:
+        update["worker"] = old.worker
     return new.model_copy(update=update)
 
 

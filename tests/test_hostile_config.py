@@ -300,6 +300,12 @@ def cases(f: Files) -> list[Case]:
         Case("token short", {"control": {"token": "short"}}, "control.token"),
         Case("token LF", {"control": {"token": MARK * 2 + "\n"}}, "control.token"),
         Case("token_file FIFO", {"control": {"token_file": f["fifo"]}}, "control.token_file"),
+        Case("worker dir", {"worker": {"pid_file": f["dir"]}}, "worker.pid_file"),
+        Case("worker url", {"worker": {"health_url": "ftp://x/healthz"}}, "worker.health_url"),
+        Case("worker interval", {"worker": {"probe_interval": True}}, "worker.probe_interval"),
+        Case(
+            "worker threshold", {"worker": {"failure_threshold": 1.5}}, "worker.failure_threshold"
+        ),
         Case("section typo", {"schedul": {"interval": 30}}, "schedul: unknown key"),
         Case("key typo", {"schedule": {"intervall": 30}}, "schedule.intervall: unknown key"),
     ]
@@ -622,6 +628,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             "control": {"socket": str(socket)},
             "queue": {"url": "redis://127.0.0.1:9/0"},
             "discovery": {"connector_ids": ["c1"]},
+            "worker": {"pid_file": str(tmp_path / "worker.pid")},
             "jobs": {"ids": ["job-b"]},  # applies at once
         }
         path.write_text(render(running, changes))
@@ -631,6 +638,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             "control.socket",
             "queue.url",
             "discovery.connector_ids",
+            "worker.pid_file",
         ]
         for count in (1, 2):  # and again: still needed until a restart
             daemon.signal(signal.SIGHUP)
@@ -644,7 +652,12 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
         assert not socket.exists()
         assert not (tmp_path / "state2").exists()
         started = {e["event"] for e in daemon.events}
-        assert not started & {"queue_connected", "queue_disconnected", "control_listening"}
+        assert not started & {
+            "queue_connected",
+            "queue_disconnected",
+            "control_listening",
+            "worker_down",
+        }
         listings = [r for r in es.emu.requests if r.method == "GET" and r.job_id is None]
         assert listings == []  # no discovery listing
         daemon.signal(signal.SIGTERM)
