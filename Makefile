@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test dist-test image-test lint typecheck pytest bench clean
 
 $(BIN)/heartbeat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ test: $(BIN)/heartbeat
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# The sdist and the wheel, built and checked; the wheel installed into a fresh venv and run.
+dist-test: $(BIN)/heartbeat
+	scripts/dist-test $(BIN)/python
+
 bench: $(BIN)/heartbeat
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/checkin_cpu.py
 	$(BIN)/python bench/scale.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist
