@@ -44,9 +44,10 @@ request's job id before those for any job; a persistent fault answers until clea
 Control API for an emulator in another process (no credentials, not logged, plain JSON)::
 
     POST   /_emulator/jobs               {"connector_id", "status", "worker_hostname",
-                                          "job_type", "job_id"} -> {"id"}
+                                          "job_type", "job_id", "started_at"} -> {"id"}
     GET    /_emulator/jobs/<id>          the document, or 404
     DELETE /_emulator/jobs/<id>
+    PUT    /_emulator/jobs/<id>/claim    {"worker_hostname"}: as _claim (started_at now)
     PUT    /_emulator/jobs/<id>/status   {"status": "completed"}
     POST   /_emulator/faults             {"mode": "script"|"always", "job_id": null,
                                           "faults": [Fault.to_json(), ...]}
