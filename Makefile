@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test systemd-test lint typecheck pytest bench clean
 
 $(BIN)/heartbeat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(BIN)/heartbeat
 	$(BIN)/ruff format --check heartbeat tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The units under a real systemd (PID 1 in a podman container): tests/systemd_container.
+# Needs root for podman; installs podman, runc, mmdebstrap where missing.
+systemd-test: $(BIN)/heartbeat
+	scripts/system-packages image
+	$(BIN)/pytest tests/systemd_container
 
 bench: $(BIN)/heartbeat
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
