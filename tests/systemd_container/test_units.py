@@ -26,28 +26,27 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 
 import pytest
 
+from tests.systemd_container.lifecycle import (
+    HEARTBEAT,
+    SHUTDOWN_TIMEOUT,
+    active,
+    assert_no_secret_logged,
+    checked_in_after,
+    config,
+    event_logged,
+    last_seen,
+    start_emulator,
+    watched,
+)
 from tests.systemd_container.machine import Machine, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
-HEARTBEAT = "/opt/heartbeat/bin/heartbeat"
 KEY = f"systemd-test-{secrets.token_hex(8)}"  # emulator 9200: heartbeat.service
 SEARCH_KEY = f"systemd-search-{secrets.token_hex(8)}"  # emulator 9201: heartbeat@search
-SHUTDOWN_TIMEOUT = 10
-
-
-def config(port: int, ids: list[str], extra: str = "") -> str:
-    return (
-        f'[elasticsearch]\nhosts = ["http://127.0.0.1:{port}"]\n'
-        f"[schedule]\ninterval = 2\nshutdown_timeout = {SHUTDOWN_TIMEOUT}\n"
-        f"[jobs]\nids = {json.dumps(ids)}\n{extra}"
-    )
-
-
 GOOD = config(9200, ["job-a", "job-b"])
 BROKEN = GOOD.replace("interval = 2", 'interval = "soon"')
 
@@ -55,57 +54,13 @@ BROKEN = GOOD.replace("interval = 2", 'interval = "soon"')
 @pytest.fixture(scope="module")
 def machine(machine_for: Callable[[str], Machine]) -> Iterator[Machine]:
     m = machine_for("unprivileged")
-    for port, key in ((9200, KEY), (9201, SEARCH_KEY)):
-        m.write(f"/etc/heartbeat-emulator/{port}.api_key", key, mode="0600")
-        m.systemctl("start", f"heartbeat-emulator@{port}")
-    for port in (9200, 9201):
-        wait_until(lambda p=port: emulator_up(m, p), 30, f"the emulator on {port}")
-    for job in ("job-a", "job-b", "job-c", "job-d", "legacy-1"):
-        m.emulator(9200, "POST", "/_emulator/jobs", {"job_id": job})
-    for job in ("search-1", "search-2"):
-        m.emulator(9201, "POST", "/_emulator/jobs", {"job_id": job})
+    start_emulator(m, 9200, KEY, ["job-a", "job-b", "job-c", "job-d", "legacy-1"])
+    start_emulator(m, 9201, SEARCH_KEY, ["search-1", "search-2"])
     # What the README's steps 2 and 3 install: a config without secrets, a root-only key.
     m.write("/etc/heartbeat/heartbeat.toml", GOOD)
     m.write("/etc/heartbeat/api_key", KEY, mode="0600")
     yield m
-    # No secret in any log line of the whole run (the daemon's, systemd's, the emulator's).
-    journal = m.run("journalctl", "--no-pager", "--output=cat").stdout
-    assert KEY not in journal
-    assert SEARCH_KEY not in journal
-
-
-def emulator_up(m: Machine, port: int) -> bool:
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/_emulator/requests')"
-    return m.run("/opt/heartbeat/bin/python", "-c", probe, check=False).returncode == 0
-
-
-def last_seen(m: Machine, job: str, port: int = 9200) -> datetime:
-    document = m.emulator(port, "GET", f"/_emulator/jobs/{job}")
-    return datetime.fromisoformat(document["last_seen"])
-
-
-def checked_in_after(m: Machine, job: str, since: datetime, port: int = 9200) -> None:
-    """Wait for a check-in of ``job`` that the emulator accepted after ``since``."""
-    wait_until(lambda: last_seen(m, job, port) > since, 30, f"an accepted check-in of {job}")
-
-
-def watched(m: Machine, *socket: str) -> dict[str, list[str]]:
-    """``heartbeat jobs list --json``: id -> sources."""
-    argv = [HEARTBEAT, "jobs", *(["--socket", socket[0]] if socket else []), "list", "--json"]
-    jobs = json.loads(m.run(*argv).stdout)["jobs"]
-    return {job["id"]: job["sources"] for job in jobs}
-
-
-def event_logged(m: Machine, unit: str, event: str, after: str) -> dict[str, object]:
-    def find() -> dict[str, object] | None:
-        return next((e for e in m.events(unit, after) if e.get("event") == event), None)
-
-    return wait_until(find, 30, f"{event} in the journal of {unit}")
-
-
-def active(m: Machine, unit: str) -> bool:
-    state = m.show(unit, "ActiveState", "SubState")
-    return state == {"ActiveState": "active", "SubState": "running"}
+    assert_no_secret_logged(m, KEY, SEARCH_KEY)
 
 
 def test_upgrade_moves_an_instance_from_the_old_layout(machine: Machine) -> None:
