@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test systemd-test lint typecheck pytest bench clean
+.PHONY: demo test dist-test image-test systemd-test lint typecheck pytest bench clean
 
 $(BIN)/heartbeat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(BIN)/heartbeat
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# The sdist and the wheel, built and checked; the wheel installed into a fresh venv and run.
+dist-test: $(BIN)/heartbeat
+	scripts/dist-test $(BIN)/python
+
 # The units under a real systemd (PID 1 in a podman container): tests/systemd_container.
 # Needs root for podman; installs podman, runc, mmdebstrap where missing.
 systemd-test: $(BIN)/heartbeat
@@ -34,4 +38,4 @@ bench: $(BIN)/heartbeat
 	$(BIN)/python bench/scale.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist

@@ -1,7 +1,9 @@
 """The one place that speaks HTTP to Elasticsearch.
 
 Owns the process's single ``aiohttp.ClientSession``, the request format (method,
-path, auth header, ``Accept``, ``User-Agent``), TLS, host fail-over, and the mapping
+path, auth header, ``Accept``, ``User-Agent``), TLS, host fail-over (through
+:class:`heartbeat.hosts.HostPool`: a host that refuses or times out is skipped while
+dead, and the attempt goes to the next live host at once), and the mapping
 of every answer and every ``aiohttp`` failure onto an :mod:`heartbeat.outcomes`
 value. It does not retry, sleep or decide what a failure means for a job: that is
 the scheduler's business.
@@ -19,11 +21,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import structlog
 from yarl import URL
 
 from heartbeat import backoff
 from heartbeat._version import __version__
 from heartbeat.config import ElasticsearchSettings
+from heartbeat.hosts import Host, HostPool, dead_time
 from heartbeat.jobid import encode_segment, validate_job_id
 from heartbeat.outcomes import (
     Misrouted,
@@ -46,6 +50,8 @@ MAX_BODY = 64 * 1024
 DOCUMENT_MAX_BODY = 16 * 1024 * 1024
 #: A job list whose size changes between two pages is read again, this many times at most.
 LIST_ATTEMPTS = 3
+log = structlog.get_logger("heartbeat")
+
 NEEDED_PRIVILEGES = (
     "cluster privilege manage_connector, and write on index .elastic-connectors-sync-jobs*"
 )
@@ -162,11 +168,14 @@ class Client:
         *,
         max_in_flight: int = 32,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._urls = [URL(url) for url in settings.urls()]
         self._bases = [str(url).rstrip("/") for url in self._urls]
-        self._current = 0
+        # What logs name: never credentials (the configuration refuses them anyway).
+        self.pool = HostPool([str(url.with_user(None)) for url in self._urls])
+        self._monotonic = monotonic
         self._auth = auth_header(settings)
         self._max_in_flight = max_in_flight
         self._session: aiohttp.ClientSession | None = None
@@ -181,7 +190,7 @@ class Client:
 
     @property
     def base_url(self) -> str:
-        return str(self._urls[self._current])
+        return str(self._urls[self.pool.current.index])
 
     async def __aenter__(self) -> Client:
         await self.open()
@@ -227,55 +236,82 @@ class Client:
     ) -> Answer | Retryable:
         """Send one request (``path`` already encoded) and read the whole answer.
 
-        Tries the next host when a connection cannot be made (nothing was sent);
-        any other transport failure is returned as a Retryable outcome.
+        An attempt that cannot connect, times out or loses its connection marks its
+        host dead (:mod:`heartbeat.hosts`) and the request goes to the next live host
+        at once; any other transport failure is returned as a Retryable outcome.
         """
         if self._session is None:
             raise RuntimeError("Client used outside 'async with'")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else None
+        pool = self.pool
         failure: Retryable | None = None
-        for _ in range(len(self._urls)):
-            base = self._urls[self._current]
+        tried: frozenset[int] = frozenset()
+        while (choice := pool.pick(self._monotonic(), tried)) is not None:
+            host, trial = choice
+            tried |= {host.index}
             # encoded=True: yarl must not re-normalise the path (".." or "%2F" in an id).
-            url = URL(self._bases[self._current] + path, encoded=True)
+            url = URL(self._bases[host.index] + path, encoded=True)
             try:
                 async with self._session.request(
                     method, url, data=data, headers=headers, allow_redirects=False
                 ) as response:
                     raw = await response.content.read(max_body)
-                    return _answer(response, raw)
+                    answer = _answer(response, raw)
             except aiohttp.ClientConnectorCertificateError as exc:
+                pool.released(host, trial=trial)
                 return Retryable(
                     "tls", f"TLS certificate verification failed: {exc.certificate_error}"
                 )
             except aiohttp.ClientConnectorSSLError as exc:
+                pool.released(host, trial=trial)
                 return Retryable("tls", f"TLS error: {exc.os_error}")
             except aiohttp.ServerFingerprintMismatch:
+                pool.released(host, trial=trial)
                 return Retryable("tls", "server certificate does not match ssl_assert_fingerprint")
             except aiohttp.ClientConnectorError as exc:
-                failure = Retryable("connection", f"cannot connect to {base}: {exc.os_error}")
-                if len(self._urls) > 1:
-                    self._current = (self._current + 1) % len(self._urls)
-                continue
+                failure = Retryable("connection", f"cannot connect to {host.url}: {exc.os_error}")
+                self._host_failed(host, trial, failure)
             except TimeoutError:
-                return Retryable(
+                failure = Retryable(
                     "timeout", f"no answer within {self._settings.request_timeout:g} s"
                 )
+                self._host_failed(host, trial, failure)
             except aiohttp.ClientSSLError as exc:
+                pool.released(host, trial=trial)
                 return Retryable("tls", f"TLS error: {exc}")
             except aiohttp.ClientPayloadError as exc:
+                pool.released(host, trial=trial)
                 return Retryable("malformed", f"broken response body: {exc}")
             except aiohttp.ClientResponseError as exc:
+                pool.released(host, trial=trial)
                 return Retryable("malformed", f"invalid HTTP response: {exc.message}")
             except aiohttp.ClientError as exc:
-                if len(self._urls) > 1:
-                    self._current = (self._current + 1) % len(self._urls)
-                return Retryable("connection", f"{type(exc).__name__}: {exc}".rstrip(": "))
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                failure = Retryable("connection", reason)
+                self._host_failed(host, trial, failure)
             except (OSError, ValueError) as exc:
+                pool.released(host, trial=trial)
                 return Retryable("connection", f"{type(exc).__name__}: {exc}")
+            except BaseException:  # cancelled: the attempt says nothing about the host
+                pool.released(host, trial=trial)
+                raise
+            else:
+                if pool.answered(host, trial=trial):
+                    log.info("elasticsearch_host_up", host=host.url)
+                return answer
         assert failure is not None
         return failure
+
+    def _host_failed(self, host: Host, trial: bool, failure: Retryable) -> None:
+        if self.pool.failed(host, self._monotonic(), trial=trial):
+            log.warning(
+                "elasticsearch_host_down",
+                host=host.url,
+                error=failure.error,
+                reason=failure.reason,
+                retry_in_s=dead_time(host.failures),
+            )
 
     async def check_in(self, job_id: str) -> Outcome:
         """``PUT /_connector/_sync_job/<id>/_check_in``, as one typed outcome."""

@@ -58,6 +58,7 @@ from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.config import ControlSettings
 from heartbeat.errors import ConfigError, InvalidJobId
+from heartbeat.health import elasticsearch_state
 from heartbeat.jobid import validate_job_id
 from heartbeat.scheduler import JobView
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
@@ -269,12 +270,7 @@ class ControlAPI:
         scheduler = hb.scheduler
         now = scheduler.clock.monotonic()
         to_wall = scheduler.clock.wall() - now
-        if scheduler.outage_since is not None:
-            elasticsearch = "unreachable"
-        elif scheduler.last_contact_ok is None:
-            elasticsearch = "unknown"
-        else:
-            elasticsearch = "ok" if scheduler.last_contact_ok else "failing"
+        elasticsearch = elasticsearch_state(scheduler)
         outage = None
         if scheduler.outage_since is not None:
             outage = {

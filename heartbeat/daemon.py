@@ -34,7 +34,7 @@ from heartbeat.clock import Clock
 from heartbeat.config import Config
 from heartbeat.errors import ConfigError, InvalidJobId
 from heartbeat.finished import StatusChecker
-from heartbeat.health import Health
+from heartbeat.health import Health, elasticsearch_state
 from heartbeat.jobid import validate_job_id
 from heartbeat.metrics import Metrics
 from heartbeat.observability import Listener
@@ -217,7 +217,8 @@ class Heartbeat:
         if scheduler.last_success_at is not None:
             parts.append(f"last check-in {now - scheduler.last_success_at:.0f} s ago")
         if scheduler.outage_since is not None:
-            parts.append(f"elasticsearch unreachable for {now - scheduler.outage_since:.0f} s")
+            state = elasticsearch_state(scheduler)
+            parts.append(f"elasticsearch {state} for {now - scheduler.outage_since:.0f} s")
         elif scheduler.last_contact_ok is False:
             parts.append("elasticsearch failing")
         elif scheduler.last_contact_ok:

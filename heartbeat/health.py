@@ -40,6 +40,7 @@ __all__ = [
     "Readiness",
     "Risk",
     "assess",
+    "elasticsearch_state",
 ]
 
 #: Seconds between two liveness ticks from the scheduler loop.
@@ -76,13 +77,28 @@ def assess(success_times: Sequence[float], *, now: float, idle_after: float) -> 
 
 
 def elasticsearch_state(scheduler: Scheduler) -> str:
-    """``ok``, ``failing`` (the last contact failed), ``unreachable`` (outage mode) or
-    ``unknown`` (no contact yet)."""
+    """``ok``; ``unknown`` (no contact yet); ``unreachable`` (outage mode: cannot reach
+    it) or ``failing`` (the last contact failed); or, whether in outage mode or not,
+    what the cluster said when it was reached: ``unauthorized`` (401/403) or
+    ``misrouted`` (not Elasticsearch's endpoint: a proxy, a wrong path prefix)."""
+    cause = scheduler.failure_cause
     if scheduler.outage_since is not None:
-        return "unreachable"
+        return "unreachable" if cause in (None, "unreachable") else cause
     if scheduler.last_contact_ok is None:
         return "unknown"
-    return "ok" if scheduler.last_contact_ok else "failing"
+    if scheduler.last_contact_ok:
+        return "ok"
+    return "failing" if cause in (None, "unreachable") else cause
+
+
+#: The /readyz reason for each state that is not ``ok``.
+READINESS_REASONS = {
+    "unreachable": "elasticsearch_unreachable",
+    "failing": "elasticsearch_failing",
+    "unknown": "elasticsearch_not_contacted",
+    "unauthorized": "elasticsearch_unauthorized",
+    "misrouted": "elasticsearch_misrouted",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,7 @@ class Liveness:
 class Readiness:
     ready: bool
     #: Why not ready: ``elasticsearch_unreachable``, ``elasticsearch_failing``,
+    #: ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
     #: ``elasticsearch_not_contacted`` or ``jobs_at_risk``; None when ready.
     reason: str | None
     elasticsearch: str
@@ -195,12 +212,8 @@ class Health:
         state = elasticsearch_state(self.scheduler)
         reason: str | None = None
         if risk.jobs:
-            if state == "unreachable":
-                reason = "elasticsearch_unreachable"
-            elif state == "failing":
-                reason = "elasticsearch_failing"
-            elif state == "unknown":
-                reason = "elasticsearch_not_contacted"
+            if state != "ok":
+                reason = READINESS_REASONS[state]
             elif risk.at_risk:
                 reason = "jobs_at_risk"
         return Readiness(

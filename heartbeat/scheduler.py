@@ -13,10 +13,12 @@ Design:
 * The loop grants due jobs oldest-first while fewer than ``max_in_flight`` requests
   are out: that is the fair (FIFO) limit; nothing starves. At most one request per
   job is in flight (a job is off the heap while its request runs).
-* Outage mode: after enough consecutive cluster-wide failures (no success between
-  them) per-job retries stop, and one probe at a time goes out with backoff. When a
-  probe gets an answer from Elasticsearch, every job is rescheduled, oldest last
-  success first, spread over part of an interval so recovery is not a stampede.
+* Outage mode (:mod:`heartbeat.outage` decides when): after enough consecutive
+  cluster-wide failures from several distinct jobs (no success between them; one sick
+  job only backs off on its own) per-job retries stop, and one probe at a time goes
+  out with backoff. When a probe gets an answer from Elasticsearch, every job is
+  rescheduled, oldest last success first, spread over part of an interval so recovery
+  is not a stampede.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from heartbeat.client import NEEDED_PRIVILEGES
 from heartbeat.clock import Clock, SystemClock
 from heartbeat.config import BackoffSettings, ScheduleSettings
 from heartbeat.jobid import validate_job_id
+from heartbeat.outage import OutageRule, cause_of
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
@@ -63,9 +66,7 @@ ChangeObserver = Callable[[str, str, dict[str, Any]], None]
 #: Recovery after an outage is spread over this fraction of the interval: the peak
 #: rate is then at most 1/0.6 = 1.67 times the steady rate.
 RECOVERY_SPREAD = 0.6
-#: Consecutive cluster-wide failures that declare an outage: at least this many...
-OUTAGE_MIN_FAILURES = 3
-#: ...and the probe interval never grows beyond this fraction of idle_after, nor
+#: The probe interval never grows beyond this fraction of idle_after, nor
 #: beyond PROBE_CAP_OF_INTERVAL of the interval: the next probe after an outage ends
 #: plus the recovery spread then fit in one interval, so every job is checked in
 #: within one interval of Elasticsearch coming back.
@@ -143,8 +144,7 @@ class Scheduler:
         self.outcome_observers: list[OutcomeObserver] = []
         self.change_observers: list[ChangeObserver] = []
         # Cluster health.
-        self._cluster_failures = 0
-        self.outage_since: float | None = None
+        self.outage = OutageRule()
         self._probe_due = 0.0
         self._probe_attempt = 0
         self._probe_in_flight = False
@@ -329,7 +329,22 @@ class Scheduler:
 
     @property
     def in_outage(self) -> bool:
-        return self.outage_since is not None
+        return self.outage.since is not None
+
+    @property
+    def outage_since(self) -> float | None:
+        """Monotonic time the current outage began, or None."""
+        return self.outage.since
+
+    @outage_since.setter
+    def outage_since(self, value: float | None) -> None:
+        self.outage.since = value
+
+    @property
+    def failure_cause(self) -> str | None:
+        """What the failures since the cluster last answered say (``unreachable``,
+        ``unauthorized``, ``misrouted``: :data:`heartbeat.outage.CAUSES`), or None."""
+        return self.outage.cause
 
     def stop(self) -> None:
         """Stop granting new check-ins; :meth:`run` returns once in-flight requests
@@ -431,7 +446,7 @@ class Scheduler:
     def _take_due(self, now: float | None = None) -> Job | None:
         """The next due job, claimed, if a slot is free to run it now (the loop when it
         grants, a worker when it has just finished one)."""
-        if self._stopping or self.outage_since is not None or self._in_flight >= self._limit:
+        if self._stopping or self.outage.since is not None or self._in_flight >= self._limit:
             return None
         job = self._peek()
         if job is None or job.due > (self._monotonic() if now is None else now):
@@ -476,7 +491,7 @@ class Scheduler:
                 observer(current.id, outcome, now - started)
             # Only a success outside an outage leaves the loop nothing new to decide
             # (its job's next due time, if earlier than the loop's, wakes it in _push).
-            quiet = type(outcome) is Success and self.outage_since is None
+            quiet = type(outcome) is Success and self.outage.since is None
             self.complete(current, outcome, now, probe=probe)
             current = None if probe else self._take_due()
             if current is None and (not quiet or probe or self._slots_full or self._stopping):
@@ -550,7 +565,7 @@ class Scheduler:
             )
         cluster_wide = not (isinstance(outcome, Retryable) and outcome.job_specific)
         if cluster_wide:
-            self._cluster_failure(now, outcome)
+            self._cluster_failure(job, now, outcome)
         if self.in_outage:
             if probe:
                 self._probe_attempt += 1
@@ -595,34 +610,45 @@ class Scheduler:
             cap=cap,
         )
 
-    def _outage_threshold(self) -> int:
-        return max(OUTAGE_MIN_FAILURES, min(self.schedule.max_in_flight, len(self._jobs)))
-
-    def _cluster_failure(self, now: float, outcome: Unauthorized | Misrouted | Retryable) -> None:
-        self.last_contact_ok = False
-        self._cluster_failures += 1
-        if self.in_outage or self._cluster_failures < self._outage_threshold():
+    def _cluster_failure(
+        self, job: Job, now: float, outcome: Unauthorized | Misrouted | Retryable
+    ) -> None:
+        rule = self.outage
+        watched = len(self._jobs)
+        max_in_flight = self.schedule.max_in_flight
+        started = rule.failure(
+            job.id, cause_of(outcome), now, watched=watched, max_in_flight=max_in_flight
+        )
+        # One sick job is not the cluster failing: readiness follows the outage rule's
+        # distinct-jobs condition, not any single failure.
+        _, distinct = rule.needed(watched=watched, max_in_flight=max_in_flight)
+        if len(rule.jobs) >= distinct:
+            self.last_contact_ok = False
+        if not started:
             return
-        self.outage_since = now
         self._probe_attempt = 1
         self._probes = 0
         self._probe_due = now + self._probe_delay(outcome)
         self._log.error(
             "elasticsearch_unreachable",
             reason=describe(outcome),
+            cause=rule.cause,
+            reached=rule.cause != "unreachable",
             error=outcome.reason,
-            jobs=len(self._jobs),
-            consecutive_failures=self._cluster_failures,
+            jobs=watched,
+            consecutive_failures=rule.failures,
+            failing_jobs=len(rule.jobs),
         )
 
     def _cluster_ok(self, now: float) -> None:
         self.last_contact_ok = True
-        self._cluster_failures = 0
         self._unauthorized_logged = False
-        if self.outage_since is None:
+        if self.outage.since is None:
+            if self.outage.failures:
+                self.outage.answered(now)
             return
-        duration = now - self.outage_since
-        self.outage_since = None
+        duration = self.outage.answered(now)
+        assert duration is not None
         self._log.warning(
             "elasticsearch_recovered",
             duration_s=round(duration, 3),

@@ -36,6 +36,13 @@ async def wait_for_json(hb: Any, path: str, status: int, **expected: Any) -> dic
     return body
 
 
+async def until_outage(hb: Any) -> None:
+    async def check() -> bool:
+        return bool(hb.scheduler.in_outage)
+
+    await until(check)
+
+
 # --- assess(): the pure part -------------------------------------------------------------
 
 
@@ -89,6 +96,57 @@ async def test_readyz_through_an_outage(es: ES) -> None:
     assert body["ready"] is True
     assert body["reason"] is None
     assert (body["jobs"], body["jobs_at_risk"]) == (1, 0)
+
+
+@pytest.mark.parametrize("jobs", [["job-a"], [f"job-{n}" for n in range(5)]])
+async def test_readyz_says_unauthorized_for_a_403_not_unreachable(es: ES, jobs: list[str]) -> None:
+    for job_id in jobs:
+        es.emu.create_job(job_id=job_id)
+    es.emu.privileges = "monitor"  # reads only: every check-in answers 403
+    with capture_logs() as logs:
+        async with running(config_for(es.url, jobs=jobs)) as hb:
+            body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unauthorized")
+            assert body["elasticsearch"] == "unauthorized"
+            await until_outage(hb)
+            # Still unauthorized, not unreachable, once in outage mode.
+            body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unauthorized")
+            assert "unauthorized" in hb.summary()
+            es.emu.privileges = "manage"
+            await wait_for_json(hb, "/readyz", 200)
+    [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
+    assert (outage["cause"], outage["reached"], outage["reason"]) == (
+        "unauthorized",
+        True,
+        "unauthorized_403",
+    )
+
+
+async def test_readyz_says_misrouted_for_a_wrong_path_prefix(es: ES) -> None:
+    es.emu.create_job(job_id="job-a")
+    # Elasticsearch itself answers 400 "no handler found for uri": not our endpoint.
+    with capture_logs() as logs:
+        async with running(config_for(es.url + "/wrong-prefix", jobs=["job-a"])) as hb:
+            body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_misrouted")
+            assert body["elasticsearch"] == "misrouted"
+            await until_outage(hb)
+            body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_misrouted")
+    assert "job-a" in {job.id for job in hb.jobs()}
+    [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
+    assert (outage["cause"], outage["reached"]) == ("misrouted", True)
+
+
+async def test_the_outage_line_says_when_nothing_was_reached() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
+    with capture_logs() as logs:
+        async with running(config_for(url, jobs=["job-a"])) as hb:
+            body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unreachable")
+    assert body["elasticsearch"] == "unreachable"
+    [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
+    assert (outage["cause"], outage["reached"], outage["reason"]) == (
+        "unreachable",
+        False,
+        "connection",
+    )
 
 
 async def test_readyz_while_a_job_is_at_risk(es: ES) -> None:

@@ -433,3 +433,38 @@ async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) ->
         during = len(script.calls) - before
     assert scheduler.in_outage
     assert during <= 2 * 32 + 10, during
+
+
+async def test_one_sick_job_backs_off_alone_without_an_outage(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    script.script("sick", *[UNAVAILABLE] * 20)
+    scheduler.watch_many(["sick", "job-b"], "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 61)
+            assert not scheduler.in_outage
+    # Its own backoff (full jitter at u=0.5 of 1, 2, 4 ... s), however many failures
+    # in a row: they all come from one job.
+    assert script.times("sick")[:6] == [0, 0.5, 1.5, 3.5, 7.5, 15.5]
+    assert script.times("job-b") == [0.001, 60.001]
+    assert not [e for e in logs if e["event"] == "elasticsearch_unreachable"]
+
+
+async def test_failures_from_distinct_jobs_declare_the_outage(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    script.default = UNAVAILABLE
+    scheduler.watch_many(["job-a", "job-b", "job-c", "job-d"], "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 1)
+            assert scheduler.in_outage
+    [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
+    assert (outage["failing_jobs"], outage["cause"], outage["reached"]) == (
+        3,
+        "unreachable",
+        False,
+    )
