@@ -26,6 +26,11 @@ test: $(BIN)/heartbeat
 dist-test: $(BIN)/heartbeat
 	scripts/dist-test $(BIN)/python
 
+# The Containerfile built on a Debian base made with mmdebstrap, then run with podman:
+# --version, demo, run against the emulator, --read-only, podman stop (scripts/image-test).
+image-test: $(BIN)/heartbeat
+	scripts/image-test $(BIN)/python
+
 # The units under a real systemd (PID 1 in a podman container): tests/systemd_container.
 # Needs root for podman; installs podman, runc, mmdebstrap where missing.
 systemd-test: $(BIN)/heartbeat
