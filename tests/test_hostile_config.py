@@ -30,6 +30,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from heartbeat.config import inputs
 from heartbeat.emulator import Emulator, serve
 from tests.conftest import ES
 from tests.helpers_daemon import run_daemon
@@ -312,6 +313,20 @@ def cases(f: Files) -> list[Case]:
     return c
 
 
+#: For each kind of key, a TOML value of another kind.
+WRONG_TYPE = {"a list": 5, "true or false": "yes", "a whole number": True, "a number": True}
+
+
+def wrong_types() -> list[Case]:
+    """Every key of every section (added ones too) with a value of the wrong TOML type."""
+    found = []
+    for section, model in inputs._sections().items():
+        for key in model.model_fields:
+            value = WRONG_TYPE.get(inputs._expected(section, key), 5)  # strings get 5
+            found.append(Case(f"{section}.{key} type", {section: {key: value}}, f"{section}.{key}"))
+    return found
+
+
 #: Odd but legal: validate, check-in (against the emulator) and run accept them alike.
 def accepted(f: Files) -> list[Case]:
     return [
@@ -451,7 +466,7 @@ def start_cases(files: Files, url: str) -> tuple[list[Case], list[Case], list[di
     """The refused and the accepted cases, and the driver's specs for both."""
     directory = Path(tempfile.mkdtemp(dir=files.root))
     directory.chmod(0o755)
-    refused = cases(files) + env_cases() + credential_cases(files)
+    refused = cases(files) + wrong_types() + env_cases() + credential_cases(files)
     specs = []
     for index, case in enumerate(refused):
         path = write_case(directory, index, render(BASE, case.sections))
@@ -566,7 +581,7 @@ async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) ->
         await until(lambda: len(es.emu.checkins("job-a")) >= 1)
         # Were any of these applied, check-ins would go to the other emulator.
         moved = {"elasticsearch": {"hosts": [other_url]}, "jobs": {"ids": ["job-b"]}}
-        hostile = cases(files)
+        hostile = cases(files) + wrong_types()
         texts = [render(running, moved, case.sections) for case in hostile]
         # Item 6: a file with no settings in it, as a file caught half-written looks.
         for name, text in [
