@@ -261,6 +261,12 @@ def cases(f: Files) -> list[Case]:
             "schedule.status_check_interval",
         ),
         Case("ramp 0", {"schedule": {"ramp_rate": 0}}, "schedule.ramp_rate"),
+        Case("ramp slow", {"schedule": {"ramp_rate": 0.01}}, "schedule.ramp_rate"),
+        Case(
+            "status tiny",
+            {"schedule": {"status_check_interval": 0.001}},
+            "schedule.status_check_interval",
+        ),
         Case("multiplier true", {"backoff": {"multiplier": True}}, "backoff.multiplier"),
         Case("backoff max", {"backoff": {"initial": 2, "max": 1}}, "backoff.max"),
         Case("ids string", {"jobs": {"ids": "job-1"}}, "jobs.ids"),
