@@ -707,3 +707,33 @@ def test_the_driver_sees_what_an_operator_sees(files: Files, tmp_path: Path) -> 
         )
         assert real.returncode == 78
         assert "elasticsearch.ca_certs" in real.stderr
+
+
+async def test_what_validate_accepts_run_starts_with(files: Files, es: ES, tmp_path: Path) -> None:
+    """The accepted cases, each as a real daemon: it starts, checks in, stops with 0."""
+    good = accepted(files)
+    # The job each daemon checks in: its own, or the one its environment names.
+    jobs = [
+        json.loads(case.env.get("HEARTBEAT_JOBS__IDS", "[]") or "[]")[:1] or [f"job-{index}"]
+        for index, case in enumerate(good)
+    ]
+    for (job_id,) in jobs:
+        es.emu.create_job(job_id=job_id)
+    paths = []
+    for index, case in enumerate(good):
+        base = running_config(es.url, jobs={"ids": [f"job-{index}"]})
+        paths.append(tmp_path / f"good-{index}.toml")
+        paths[-1].write_text(render(base, case.sections))
+    codes: dict[str, int] = {}
+
+    async def one(index: int, case: Case) -> None:
+        async with run_daemon(paths[index], env=case.env) as daemon:
+            await daemon.wait_for("daemon_started", within=30)
+            await until(lambda: len(es.emu.checkins(jobs[index][0])) >= 1, within=30)
+            daemon.signal(signal.SIGTERM)
+            codes[case.name] = await daemon.wait()
+
+    async with anyio.create_task_group() as tg:
+        for index, case in enumerate(good):
+            tg.start_soon(one, index, case)
+    assert codes == {case.name: 0 for case in good}
