@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,6 +48,16 @@ MAX_SOCKET_PATH = 107
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ttl(value: float) -> float:
+    if 0 < value < 1:
+        raise ValueError("must be 0 (claims never expire) or at least 1 second")
+    return value
+
+
+#: ``default_ttl``: seconds a claim lasts unless renewed; 0: claims never expire.
+DefaultTTL = Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(_ttl)]
 
 
 class ElasticsearchSettings(_Section):
@@ -193,6 +204,8 @@ class QueueSettings(_Section):
     consumer: str = Field(default_factory=socket.gethostname, min_length=1)
     #: ``"k/N"``: keep only ids with ``zlib.crc32(id.encode("utf-8")) % N == k``.
     shard: str | None = None
+    #: Seconds a watch entry without ``ttl`` lasts unless renewed (heartbeat.leases).
+    default_ttl: DefaultTTL = 0.0
 
     @field_validator("url")
     @classmethod
@@ -331,6 +344,8 @@ class ControlSettings(_Section):
     token_file: FilePath | None = None
     #: Allow a non-loopback ``listen`` address.
     allow_remote: bool = False
+    #: Seconds a claim without ``ttl`` lasts unless renewed (heartbeat.leases).
+    default_ttl: DefaultTTL = 0.0
 
     @field_validator("socket", mode="before")
     @classmethod
