@@ -76,6 +76,7 @@ class Heartbeat:
             lambda job_id: self._client.get_job(job_id),
             self.scheduler,
             config.schedule.status_check_interval,
+            canceling_grace=config.schedule.canceling_grace,
         )
         #: ``[worker]``: check-ins only while the worker is alive (heartbeat.worker).
         self.worker: WorkerMonitor | None = None
@@ -193,6 +194,7 @@ class Heartbeat:
             finally:
                 self._tg = None
                 self.leases.close()
+                self.status_checker.close()
                 self._save_on_exit()
                 with anyio.CancelScope(shield=True):
                     for client in (*self._retired, self._client):
@@ -307,6 +309,7 @@ class Heartbeat:
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in
         )
         self.status_checker.set_interval(new.schedule.status_check_interval)
+        self.status_checker.canceling_grace = new.schedule.canceling_grace
         if self.worker is not None:
             self.worker.reconfigure(new.worker)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)

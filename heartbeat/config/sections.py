@@ -154,6 +154,9 @@ class ScheduleSettings(_Section):
     #: Seconds in which every watched job's status is read once (finished jobs are
     #: dropped); 0 turns it off. See heartbeat.finished.
     status_check_interval: float = Field(default=300.0, ge=0)
+    #: Seconds a job is still checked in after heartbeat first sees it ``canceling``;
+    #: then it is dropped (``reason="finished"``, ``job_status="canceling"``).
+    canceling_grace: float = Field(default=60.0, ge=0, allow_inf_nan=False)
 
 
 class BackoffSettings(_Section):
