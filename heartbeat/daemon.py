@@ -378,7 +378,8 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
                 hosts=config.elasticsearch.urls(),
                 jobs=len(hb.scheduler),
                 interval=config.schedule.interval,
-                sources=[source.name for source in sources],
+                # The file source also runs unconfigured (to release restored claims).
+                sources=[s.name for s in sources if s.name != "file" or config.jobs.file],
             )
             notifier.ready(status=hb.summary())
             async for signum in signals:

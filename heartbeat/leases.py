@@ -27,12 +27,13 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from heartbeat.clock import Timer
-from heartbeat.scheduler import Scheduler
+if TYPE_CHECKING:  # the CLI imports check_ttl: keep this module light
+    from heartbeat.clock import Timer
+    from heartbeat.scheduler import Scheduler
 
 __all__ = ["MIN_TTL", "LeaseKeeper", "Leases", "check_ttl"]
 

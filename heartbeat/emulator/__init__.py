@@ -66,22 +66,26 @@ Layout (one module per concern; this package re-exports the public names)::
     api        the Elasticsearch sync-job endpoints
     control    the /_emulator control API
     handler    Emulator (settings, request log, fault plan) and RecordedRequest
+    datafile   the --data file: checked at start, replaced atomically at exit
     server     serve() and run_emulator()
 """
 
 from heartbeat.emulator.auth import Privileges
+from heartbeat.emulator.datafile import DataFileError
 from heartbeat.emulator.faults import Fault, FaultPlan
 from heartbeat.emulator.handler import Emulator, RecordedRequest
 from heartbeat.emulator.routing import decode_path
-from heartbeat.emulator.server import run_emulator, serve
+from heartbeat.emulator.server import ListenError, run_emulator, serve
 from heartbeat.emulator.store import JOB_TYPES, STATUSES
 
 __all__ = [
     "JOB_TYPES",
     "STATUSES",
+    "DataFileError",
     "Emulator",
     "Fault",
     "FaultPlan",
+    "ListenError",
     "Privileges",
     "RecordedRequest",
     "decode_path",
