@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="load jobs from this JSON file at start and save them at exit",
     )
     emulator.add_argument(
+        "--cluster-uuid",
+        default="emulator",
+        help="the cluster_uuid that GET / answers (default 'emulator')",
+    )
+    emulator.add_argument(
         "--api-key-file",
         metavar="PATH",
         help="require 'Authorization: ApiKey <contents of PATH>' "
@@ -154,7 +159,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     logs.configure(format="auto", level="info")
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run_emulator, args.host, args.port, api_key, args.data)
+        anyio.run(run_emulator, args.host, args.port, api_key, args.data, args.cluster_uuid)
     return EXIT_OK
 
 

@@ -65,6 +65,10 @@ class ElasticsearchSettings(_Section):
     client_cert: FilePath | None = None
     client_key: FilePath | None = None
     request_timeout: PositiveFloat = 10.0
+    #: The cluster heartbeat expects (``GET /``'s ``cluster_uuid``); unset: the first one
+    #: seen, remembered in the state file. A host of another cluster is never trusted
+    #: with a drop (heartbeat.identity).
+    cluster_uuid: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("hosts")
     @classmethod
@@ -143,6 +147,9 @@ class ScheduleSettings(_Section):
     #: Seconds in which every watched job's status is read once (finished jobs are
     #: dropped); 0 turns it off. See heartbeat.finished.
     status_check_interval: float = Field(default=300.0, ge=0)
+    #: Seconds between a job's first genuine 404 and the check-in that confirms it;
+    #: only a second genuine 404 drops the job.
+    drop_confirm_after: float = Field(default=10.0, ge=0)
 
 
 class BackoffSettings(_Section):

@@ -55,13 +55,19 @@ async def serve(
         await runner.cleanup()
 
 
-async def run_emulator(host: str, port: int, api_key: str | None, data: Path | None = None) -> None:
+async def run_emulator(
+    host: str,
+    port: int,
+    api_key: str | None,
+    data: Path | None = None,
+    cluster_uuid: str = "emulator",
+) -> None:
     """Serve an emulator until SIGTERM/SIGINT, after printing ``emulator_listening url=...``.
 
     With ``data``, jobs are loaded from that JSON file at start (when it exists) and
     written back at exit, so a restarted emulator keeps its jobs as Elasticsearch would.
     """
-    emulator = Emulator(api_key=api_key)
+    emulator = Emulator(api_key=api_key, cluster_uuid=cluster_uuid)
     data_file = None if data is None else anyio.Path(data)
     if data_file is not None and await data_file.exists():
         emulator.import_jobs(json.loads(await data_file.read_text(encoding="utf-8")))
