@@ -181,7 +181,8 @@ class Client:
         self.pool = HostPool([str(url.with_user(None)) for url in self._urls])
         self._monotonic = monotonic
         self.identity = identity if identity is not None else ClusterIdentity(settings.cluster_uuid)
-        self._identity_locks: dict[int, asyncio.Lock] = {}
+        #: The ``GET /`` read under way on each host, shared by concurrent requests.
+        self._identity_reads: dict[int, asyncio.Future[tuple[Retryable, bool] | None]] = {}
         self._auth = auth_header(settings)
         self._max_in_flight = max_in_flight
         self._session: aiohttp.ClientSession | None = None
@@ -342,31 +343,47 @@ class Client:
     async def _identify(
         self, host: Host, trial: bool, *, max_age: float | None = None
     ) -> tuple[Retryable, bool] | None:
-        """Read ``GET /`` on ``host`` unless another request just did (or, with
-        ``max_age``, unless it was confirmed that recently). None when requests may go
-        to it; else the failure and whether the request goes on to the next host."""
-        lock = self._identity_locks.setdefault(host.index, asyncio.Lock())
-        async with lock:
-            fresh = host.identity == "confirmed" and (
-                max_age is None or self._monotonic() - host.identity_at <= max_age
-            )
-            if fresh or host.identity in ("unavailable", "unknown"):
-                return None
-            result, dead = await self._attempt(host, trial, "GET", "/", None, None, MAX_BODY)
-            if isinstance(result, Retryable):
-                if dead:
-                    self._host_failed(host, trial, result)
-                else:
-                    self.pool.released(host, trial=trial)
-                return result, dead
-            mismatch = self._judge(host, result)
-            if mismatch is not None:
-                # Skipped like a dead host; its trials read GET / again.
-                self.pool.failed(host, self._monotonic(), trial=trial)
-                return mismatch, True
-            if self.pool.answered(host, trial=trial):
-                log.info("elasticsearch_host_up", host=host.url)
+        """Read ``GET /`` on ``host`` unless it is known (or, with ``max_age``, was
+        confirmed that recently). None when requests may go to it; else the failure and
+        whether the request goes on to the next host. Concurrent callers share one read:
+        a host that never answers costs one timeout, not one per waiting request."""
+        fresh = host.identity == "confirmed" and (
+            max_age is None or self._monotonic() - host.identity_at <= max_age
+        )
+        if fresh or host.identity in ("unavailable", "unknown"):
             return None
+        reading = self._identity_reads.get(host.index)
+        if reading is not None:
+            shared = await asyncio.shield(reading)
+            if trial:
+                self.pool.released(host, trial=True)
+            return shared
+        reading = asyncio.get_running_loop().create_future()
+        self._identity_reads[host.index] = reading
+        result: tuple[Retryable, bool] | None = (Retryable("connection", "cancelled"), True)
+        try:
+            result = await self._read_identity(host, trial)
+            return result
+        finally:
+            del self._identity_reads[host.index]
+            reading.set_result(result)
+
+    async def _read_identity(self, host: Host, trial: bool) -> tuple[Retryable, bool] | None:
+        result, dead = await self._attempt(host, trial, "GET", "/", None, None, MAX_BODY)
+        if isinstance(result, Retryable):
+            if dead:
+                self._host_failed(host, trial, result)
+            else:
+                self.pool.released(host, trial=trial)
+            return result, dead
+        mismatch = self._judge(host, result)
+        if mismatch is not None:
+            # Skipped like a dead host; its trials read GET / again.
+            self.pool.failed(host, self._monotonic(), trial=trial)
+            return mismatch, True
+        if self.pool.answered(host, trial=trial):
+            log.info("elasticsearch_host_up", host=host.url)
+        return None
 
     def _judge(self, host: Host, answer: Answer) -> Retryable | None:
         """Record what ``GET /`` said about ``host``; a Retryable when it belongs to
