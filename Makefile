@@ -26,6 +26,11 @@ test: $(BIN)/heartbeat
 dist-test: $(BIN)/heartbeat
 	scripts/dist-test $(BIN)/python
 
+# The Containerfile built on a Debian base made with mmdebstrap, then run with podman:
+# --version, demo, run against the emulator, --read-only, podman stop (scripts/image-test).
+image-test: $(BIN)/heartbeat
+	scripts/image-test $(BIN)/python
+
 bench: $(BIN)/heartbeat
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/checkin_cpu.py

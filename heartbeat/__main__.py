@@ -1,3 +1,91 @@
-from heartbeat.cli import entry
+"""``python -m heartbeat`` and the ``heartbeat`` command's entry point.
 
-entry()
+Owns what no command can own itself because it must be in place before any of them
+is imported: Ctrl-C at any moment (even in the middle of importing aiohttp) ends the
+process with status 130 and one line, a closed stdout (``heartbeat validate | head``)
+ends it quietly with 141, and an unexpected error becomes one line and status 70, never
+a traceback. Nothing heavy is imported at module level: this module and the package
+``__init__`` cost only the interpreter's start.
+
+A command that runs until stopped (``run``, ``emulator``, ``demo``) takes SIGINT over
+with its own signal handling once it is running, and then stops cleanly (status 0).
+"""
+
+import contextlib
+import os
+import signal
+import sys
+from types import FrameType
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+EXIT_SOFTWARE = 70  # sysexits.h: an internal error (a bug)
+INTERRUPTED = "heartbeat: interrupted"
+
+
+def entry() -> None:
+    # Before any import that takes time. A handler that exits rather than raising
+    # KeyboardInterrupt: raised inside an import, that exception can be swallowed by a
+    # library's bare except, and CPython 3.11 remembers one raised inside exec()
+    # (dataclasses and pydantic build methods with it) and then ends the process by
+    # SIGINT instead of with our status.
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        from heartbeat.cli import main
+
+        code = main()
+        # Done: a Ctrl-C now must not turn the command's status into a death by
+        # SIGINT while the interpreter shuts down (which resets handlers it set).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        # SIGINT after a command's own handling gave it back to Python (asyncio
+        # restores the default handler when a signal receiver closes).
+        _interrupted(signal.SIGINT, None)
+    except BrokenPipeError:
+        code = _quit(EXIT_BROKEN_PIPE, None, stdout_closed=True)
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(exc)}")
+    sys.exit(code)
+
+
+def _interrupted(_signum: int, _frame: FrameType | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _quit(code: int, line: str | None, *, stdout_closed: bool = False) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if stdout_closed:
+            # What is still buffered for the closed pipe would fail again at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        else:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    if line is not None:
+        with contextlib.suppress(OSError, ValueError):
+            print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = " ".join(str(exc).split())
+    try:
+        from heartbeat.logs import scrub
+
+        text = scrub(text)
+    except ImportError:
+        pass
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,29 +1,31 @@
 """The command line: ``heartbeat run | check-in | validate | emulator | demo | jobs``.
 
 Owns argument parsing, exit codes and turning a :class:`ConfigError` into one line
-and status 78. Everything else is delegated.
+and status 78. Everything else is delegated. Each command imports what it needs when
+it runs (``--version`` and ``--help`` import none of aiohttp, pydantic or
+prometheus_client); :mod:`heartbeat.__main__` is the entry point around it, for
+Ctrl-C (130) and anything unexpected (70).
 
 Exit codes: 0 success / clean stop; 1 ``check-in``: a job was not found; 2 usage
-error, or ``check-in``: any other failure; 78 configuration error.
+error, or ``check-in``: any other failure; 78 configuration error; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-import anyio
-
-from heartbeat import config as configuration
-from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.control_cli import add_jobs_parser, cmd_jobs
 from heartbeat.errors import EX_CONFIG, ConfigError, InvalidJobId
+
+if TYPE_CHECKING:
+    from heartbeat import config as configuration
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -37,8 +39,43 @@ Keeps Elasticsearch connector sync jobs alive: checks each watched job in
 EPILOG = """\
 configuration: --config PATH, else $HEARTBEAT_CONFIG, else /etc/heartbeat/heartbeat.toml;
 every key can be overridden as HEARTBEAT_<SECTION>__<KEY> (HEARTBEAT_ELASTICSEARCH__API_KEY).
-exit codes: 0 ok, 1 check-in: job not found, 2 failure or usage error, 78 config error.
+exit codes: 0 ok, 1 check-in: job not found, 2 failure or usage error, 78 config error,
+130 interrupted (Ctrl-C).
 """
+
+#: The demo's longest run: a day (anyio's timers take any finite float, a person does not).
+MAX_DEMO_SECONDS = 86400.0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (exit 2), control characters
+    in the offending argument escaped."""
+
+    def error(self, message: str) -> NoReturn:
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: {shown} (see '{self.prog} --help')\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DEMO_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected seconds from 0 to {MAX_DEMO_SECONDS:g}"
+        )
+    return seconds
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +88,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="heartbeat",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -65,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--job",
         metavar="ID",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
-        help="also watch this sync job id (repeatable)",
+        help="also watch these sync job ids (--job a b, or --job a --job b)",
     )
 
     check_in = commands.add_parser(
@@ -85,12 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator", help="serve the built-in Elasticsearch sync-job emulator"
     )
     emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    emulator.add_argument("--port", type=int, default=9200, help="port (default 9200)")
+    emulator.add_argument(
+        "--port", type=_port, default=9200, help="port (default 9200; 0 picks a free one)"
+    )
     emulator.add_argument(
         "--data",
         metavar="PATH",
         type=Path,
-        help="load jobs from this JSON file at start and save them at exit",
+        help="load jobs from this JSON file at start (checked before listening) and "
+        "save them at exit",
     )
     emulator.add_argument(
         "--cluster-uuid",
@@ -107,17 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="watch a few jobs on the built-in emulator for about 20 s"
     )
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    demo.add_argument(
+        "--duration",
+        type=_duration,
+        default=20.0,
+        metavar="SECONDS",
+        help=f"seconds to run, 0 to {MAX_DEMO_SECONDS:g} (default 20)",
+    )
     add_jobs_parser(commands)
     return parser
 
 
 def _load(path: str | None) -> tuple[configuration.Config, Path]:
+    from heartbeat import config as configuration
+
     resolved = configuration.config_path(path, os.environ)
     return configuration.load(resolved), resolved
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from heartbeat import logs
     from heartbeat.daemon import serve
     from heartbeat.jobid import validate_job_id
 
@@ -133,6 +185,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_in(args: argparse.Namespace) -> int:
+    import anyio
+
+    from heartbeat import logs
     from heartbeat.checkin import check_in_once
 
     config, _ = _load(args.config)
@@ -141,6 +196,10 @@ def cmd_check_in(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from heartbeat import config as configuration
+
     config, path = _load(args.config)
     print(f"# {path}: valid")
     print(json.dumps(configuration.redacted(config), indent=2))
@@ -148,22 +207,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from heartbeat.emulator import run_emulator
+    import anyio
+
+    from heartbeat import logs
+    from heartbeat.emulator import DataFileError, ListenError, run_emulator
 
     api_key = os.environ.get("HEARTBEAT_EMULATOR_API_KEY") or None
     if args.api_key_file:
         try:
             api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(f"heartbeat: --api-key-file: {exc.strerror or exc}", file=sys.stderr)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            print(f"heartbeat emulator: --api-key-file: {reason}", file=sys.stderr)
             return EXIT_FAILED
     logs.configure(format="auto", level="info")
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         anyio.run(run_emulator, args.host, args.port, api_key, args.data, args.cluster_uuid)
+    except (ListenError, DataFileError) as exc:
+        print(f"heartbeat emulator: {exc}", file=sys.stderr)
+        return EX_CONFIG
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import anyio
+
     from heartbeat.demo import run_demo
 
     return anyio.run(run_demo, args.duration)
@@ -197,9 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             error = error.exceptions[0]
         print(f"heartbeat: configuration error: {error}", file=sys.stderr)
         return EX_CONFIG
-    except KeyboardInterrupt:
-        return EXIT_OK
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The ``heartbeat`` command (kept for installs made before ``heartbeat.__main__``)."""
+    from heartbeat.__main__ import entry
+
+    entry()

@@ -317,6 +317,7 @@ class ControlAPI:
             "outage": outage,
             "last_success": None if last is None else iso(last + to_wall),
             "state": None if state is None else {"path": str(state.path), "error": state.failed},
+            "worker": None if hb.worker is None else hb.worker.status(),
             "summary": hb.summary(),
         }
 

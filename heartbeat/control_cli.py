@@ -2,10 +2,12 @@
 from the command line.
 
 Owns finding the daemon (``--socket PATH``, else ``--url URL``, else ``[control]
-socket`` of the configuration file, else ``/run/heartbeat/control.sock``), the
-requests, and turning answers into text (or ``--json``) and exit codes: 0 done, 1 a job
-to show or remove is not watched (or to restore is not a dropped job), 2 anything else
-(cannot connect, refused, bad id).
+socket`` of the configuration file, else its ``[control] listen`` with ``token_file``,
+else ``/run/heartbeat/control.sock``), the requests, and turning answers into text (or
+``--json``) and exit codes: 0 done, 1 a job to show or remove is not watched (or to
+restore is not a dropped job), 2 anything else (cannot connect, refused, bad id).
+``add`` sends many ids in batches under the API's 64 KiB body limit and reports each
+batch on stderr.
 
 Only the ``[control]`` section of the configuration is read: the rest (the
 Elasticsearch credentials above all) may be unreadable to the operator running this.
@@ -26,10 +28,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import anyio
-from pydantic import ValidationError
-
-from heartbeat import config as configuration
 from heartbeat.errors import ConfigError, InvalidJobId
 from heartbeat.jobid import validate_job_id
 
@@ -46,8 +44,8 @@ BATCH_BYTES = 60 * 1024
 
 EPILOG = """\
 the daemon: --socket PATH, else --url URL (with --token-file PATH or
-$HEARTBEAT_CONTROL_TOKEN), else [control] socket in --config's file, else
-/run/heartbeat/control.sock.
+$HEARTBEAT_CONTROL_TOKEN), else [control] socket in --config's file, else its
+[control] listen (with its token_file), else /run/heartbeat/control.sock.
 exit codes: 0 ok, 1 a job to show or remove is not watched, 2 any other failure.
 """
 
@@ -75,7 +73,10 @@ def add_jobs_parser(commands: Any) -> None:
         # On ``jobs`` and on each sub-command, so they go before or after it; the
         # sub-commands' SUPPRESS defaults do not overwrite values given before.
         parser.add_argument(
-            "--config", metavar="PATH", default=default, help="read [control] socket from here"
+            "--config",
+            metavar="PATH",
+            default=default,
+            help="read [control] socket (or listen and token_file) from here",
         )
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--socket", metavar="PATH", default=default, help="control socket")
@@ -129,6 +130,8 @@ def add_jobs_parser(commands: Any) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    import anyio
+
     try:
         target = resolve_target(args)
         ids = [args.id] if args.jobs_command == "show" else list(getattr(args, "ids", []))
@@ -149,28 +152,46 @@ def resolve_target(args: argparse.Namespace) -> Target:
         return Target(socket=None, url=url, token=token)
     if args.socket:
         return Target(socket=Path(args.socket), url=None, token=token)
-    return Target(socket=configured_socket(args.config), url=None, token=token)
+    return configured_target(args.config, token)
 
 
 def _token(path: str | None) -> str | None:
     if path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise Failure(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
-        if not token:
-            raise Failure(f"--token-file: {path} is empty")
-        return token
+        return _read_token(path, "--token-file")
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
+def _read_token(path: str | Path, what: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise Failure(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise Failure(f"{what}: {path} is not UTF-8 text") from None
+    if not token:
+        raise Failure(f"{what}: {path} is empty")
+    return token
+
+
 def configured_socket(explicit: str | None) -> Path:
-    """``[control] socket`` from the configuration file, else the default path.
+    """``[control] socket`` from the configuration file, else the default path."""
+    target = configured_target(explicit, None)
+    return target.socket or DEFAULT_SOCKET
+
+
+def configured_target(explicit: str | None, token: str | None) -> Target:
+    """Where the configuration file says the daemon listens: ``[control] socket``; else,
+    when only ``[control] listen`` is set, that address, with ``token_file`` (or
+    ``token``) unless a token was given; else the default socket path.
 
     A missing file is only an error when it was asked for (``--config`` or
     ``$HEARTBEAT_CONFIG``)."""
+    from pydantic import ValidationError
+
+    from heartbeat import config as configuration
+
     if os.environ.get(SOCKET_ENV):
-        return Path(os.environ[SOCKET_ENV])
+        return Target(socket=Path(os.environ[SOCKET_ENV]), url=None, token=token)
     path = configuration.config_path(explicit, os.environ)
     asked = bool(explicit or os.environ.get(configuration.ENV_PATH))
     try:
@@ -178,14 +199,33 @@ def configured_socket(explicit: str | None) -> Path:
     except ConfigError:
         if asked:
             raise
-        return DEFAULT_SOCKET
+        return Target(socket=DEFAULT_SOCKET, url=None, token=token)
+    section = data.get("control") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("expected a table", key="control", source=str(path))
     try:
-        control = configuration.ControlSettings.model_validate(data.get("control") or {})
+        control = configuration.ControlSettings.model_validate(section)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         key = ".".join(["control", *(str(part) for part in error["loc"])])
         raise ConfigError(str(error["msg"]), key=key, source=str(path)) from None
-    return control.socket or DEFAULT_SOCKET
+    address = control.address()
+    if control.socket is not None or address is None:
+        return Target(socket=control.socket or DEFAULT_SOCKET, url=None, token=token)
+    host, port = address
+    if port == 0:
+        raise Failure(
+            f"{path}: control.listen has port 0 (any free port): give --url with the "
+            "address the daemon logged in control_listening"
+        )
+    # A wildcard address is reached over loopback.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if token is None and control.token_file is not None:
+        token = _read_token(control.token_file, f"{path}: control.token_file")
+    elif token is None and control.token is not None:
+        token = control.token.get_secret_value()
+    return Target(socket=None, url=url, token=token)
 
 
 async def run(target: Target, command: str, ids: list[str], as_json: bool) -> int:
@@ -338,7 +378,8 @@ def _batches(ids: list[str]) -> list[list[str]]:
     batches: list[list[str]] = [[]]
     size = 0
     for job_id in ids:
-        cost = len(json.dumps(job_id).encode("utf-8")) + 1
+        # As aiohttp's json= encodes it: ASCII escapes, ", " between items.
+        cost = len(json.dumps(job_id)) + 2
         if batches[-1] and size + cost > BATCH_BYTES:
             batches.append([])
             size = 0
@@ -350,17 +391,43 @@ def _batches(ids: list[str]) -> list[list[str]]:
 async def _add(client: _Client, ids: list[str], as_json: bool) -> int:
     added: list[str] = []
     already: list[str] = []
-    for batch in _batches(list(dict.fromkeys(ids))):
-        _, payload = await client.request("POST", "/jobs", {"ids": batch})
+    reports: list[dict[str, int]] = []
+    batches = _batches(list(dict.fromkeys(ids)))
+    failure: Failure | None = None
+    for number, batch in enumerate(batches, 1):
+        try:
+            _, payload = await client.request("POST", "/jobs", {"ids": batch})
+        except Failure as exc:
+            left = sum(len(rest) for rest in batches[number - 1 :])
+            failure = Failure(
+                f"batch {number}/{len(batches)} ({len(batch)} ids) failed, so {left} ids "
+                f"were not added: {exc}"
+            )
+            break
         added += payload["added"]
         already += payload["already_watched"]
+        report = {"ids": len(batch), "added": len(payload["added"])}
+        report["already_watched"] = len(payload["already_watched"])
+        reports.append(report)
+        if len(batches) > 1:
+            print(
+                f"batch {number}/{len(batches)}: {report['ids']} ids, {report['added']} "
+                f"added, {report['already_watched']} already watched",
+                file=sys.stderr,
+                flush=True,
+            )
     if as_json:
-        print(json.dumps({"added": added, "already_watched": already}, ensure_ascii=False))
-        return EXIT_OK
-    for job_id in added:
-        print(f"added: {_shown(job_id)}")
-    for job_id in already:
-        print(f"already watched: {_shown(job_id)}")
+        answer: dict[str, Any] = {"added": added, "already_watched": already}
+        if len(batches) > 1:
+            answer["batches"] = reports
+        print(json.dumps(answer, ensure_ascii=False))
+    else:
+        for job_id in added:
+            print(f"added: {_shown(job_id)}")
+        for job_id in already:
+            print(f"already watched: {_shown(job_id)}")
+    if failure is not None:
+        raise failure
     return EXIT_OK
 
 

@@ -44,6 +44,7 @@ from heartbeat.scheduler import JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
+from heartbeat.worker import WorkerMonitor
 
 log = structlog.get_logger("heartbeat")
 
@@ -81,6 +82,12 @@ class Heartbeat:
             self.scheduler,
             config.schedule.status_check_interval,
         )
+        #: ``[worker]``: check-ins only while the worker is alive (heartbeat.worker).
+        self.worker: WorkerMonitor | None = None
+        if config.worker.enabled:
+            self.worker = WorkerMonitor(
+                config.worker, self.scheduler, lambda job_id: self._client.get_job(job_id)
+            )
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
         self._retired: list[Client] = []
@@ -94,7 +101,7 @@ class Heartbeat:
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
         # Always kept (cheap, O(1) per check-in): embedding code may read hb.health or
         # expose hb.metrics.registry itself. [metrics] listen only adds the listener.
-        self.health = Health(self.scheduler)
+        self.health = Health(self.scheduler, worker=self.worker)
         self.health.identity = self.identity
         self.metrics = Metrics(self.scheduler, self.health)
         self.listener: Listener | None = None
@@ -175,6 +182,8 @@ class Heartbeat:
             self._services.start_soon(self.state.run, name="heartbeat state saver")
             self.state.changed()
         self._services.start_soon(self.status_checker.run, name="heartbeat status checks")
+        if self.worker is not None:
+            self._services.start_soon(self.worker.run, name="heartbeat worker probe")
         self._services.start_soon(self.health.lag_monitor.run, name="heartbeat lag monitor")
         # Here rather than in serve(): a connector embedding heartbeat with [metrics]
         # listen set gets the same endpoints. Listening before READY=1 is sent.
@@ -295,6 +304,8 @@ class Heartbeat:
         scheduler = self.scheduler
         now = scheduler.clock.monotonic()
         parts = [f"watching {len(scheduler)} jobs"]
+        if self.worker is not None and not self.worker.up:
+            parts.append("worker down: check-ins paused")
         if scheduler.last_success_at is not None:
             parts.append(f"last check-in {now - scheduler.last_success_at:.0f} s ago")
         if scheduler.outage_since is not None:
@@ -356,6 +367,8 @@ class Heartbeat:
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in
         )
         self.status_checker.set_interval(new.schedule.status_check_interval)
+        if self.worker is not None:
+            self.worker.reconfigure(new.worker)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)
         for job_id in old.jobs.ids:
             if job_id not in new_ids:
@@ -422,7 +435,8 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
                 hosts=config.elasticsearch.urls(),
                 jobs=len(hb.scheduler),
                 interval=config.schedule.interval,
-                sources=[source.name for source in sources],
+                # The file source also runs unconfigured (to release restored claims).
+                sources=[s.name for s in sources if s.name != "file" or config.jobs.file],
             )
             notifier.ready(status=hb.summary())
             async for signum in signals:

@@ -8,7 +8,8 @@ reads the scheduler's state and never changes it; it does not speak HTTP
   :data:`LIVENESS_PERIOD` seconds (``Scheduler.add_periodic``, the same hook the systemd
   watchdog uses). A scheduler that has not ticked for :data:`LIVENESS_TIMEOUT` is not
   live. A blocked event loop does not even answer, which a probe also counts as dead.
-* Readiness: the last contact with Elasticsearch succeeded and no job is *at risk*,
+* Readiness: with ``[worker]``, the worker is up (else ``worker_down``); the last
+  contact with Elasticsearch succeeded and no job is *at risk*,
   that is, none has gone without a successful check-in for more than half of
   ``schedule.idle_after`` (a job that never succeeded counts from when it was added).
   With no job watched there is nothing to be late for: ready.
@@ -22,13 +23,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from heartbeat.identity import ClusterIdentity
 from heartbeat.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from heartbeat.worker import WorkerMonitor
 
 __all__ = [
     "LAG_PERIOD",
@@ -120,8 +124,8 @@ class Liveness:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
-    #: Why not ready: ``elasticsearch_unreachable``, ``elasticsearch_failing``,
-    #: ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
+    #: Why not ready: ``worker_down``, ``elasticsearch_unreachable``,
+    #: ``elasticsearch_failing``, ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
     #: ``elasticsearch_not_contacted`` or ``jobs_at_risk``; None when ready.
     reason: str | None
     elasticsearch: str
@@ -187,8 +191,11 @@ class Health:
         *,
         period: float = LIVENESS_PERIOD,
         timeout: float = LIVENESS_TIMEOUT,
+        worker: WorkerMonitor | None = None,
     ) -> None:
         self.scheduler = scheduler
+        #: ``[worker]``'s monitor: not ready (``worker_down``) while the worker is not up.
+        self.worker = worker
         self.timeout = timeout
         self.last_tick = scheduler.clock.monotonic()
         self.lag_monitor = LagMonitor()
@@ -216,7 +223,9 @@ class Health:
         risk = self.risk()
         state = elasticsearch_state(self.scheduler)
         reason: str | None = None
-        if self.identity is not None and self.identity.mismatches:
+        if self.worker is not None and not self.worker.up:
+            reason = "worker_down"
+        elif self.identity is not None and self.identity.mismatches:
             # A host of another cluster is a configuration to fix, jobs or not.
             reason = READINESS_REASONS["cluster_mismatch"]
         elif risk.jobs:

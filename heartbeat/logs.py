@@ -42,6 +42,12 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    scrubbed: str = _scrub_value(text)
+    return scrubbed
+
+
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
         for secret in _secrets:

@@ -27,6 +27,8 @@ Metrics::
     heartbeat_elasticsearch_up                  gauge: 1 last contact ok, 0 failed
                                                 (absent before the first contact)
     heartbeat_event_loop_lag_seconds            gauge: the latest lag measurement
+    heartbeat_worker_up                         gauge: 1 worker alive, 0 down or not yet
+                                                seen (absent without [worker])
     heartbeat_build_info{version,python}        gauge, always 1
 
 plus the client library's ``process_*`` and ``python_info``.
@@ -194,9 +196,12 @@ class _StateCollector(Collector):
             "heartbeat_jobs_pending_drop": scheduler.pending_drops,
             "heartbeat_event_loop_lag_seconds": health.lag_monitor.lag,
             "heartbeat_elasticsearch_up": None if contact_ok is None else float(contact_ok),
+            "heartbeat_worker_up": None if health.worker is None else float(health.worker.up),
         }
         families: list[Metric] = []
         for name, help_text in _STATE_GAUGES.items():
+            if name == "heartbeat_worker_up" and health.worker is None:
+                continue  # no [worker]: no such series at all
             if name == "heartbeat_build_info":
                 family = GaugeMetricFamily(name, help_text, labels=["version", "python"])
                 family.add_metric([__version__, platform.python_version()], 1.0)
@@ -224,6 +229,10 @@ _STATE_GAUGES = {
     "heartbeat_elasticsearch_up": (
         "1 when the last contact with Elasticsearch succeeded, 0 when it failed; "
         "absent before the first contact."
+    ),
+    "heartbeat_worker_up": (
+        "1 while the [worker] probes find the worker alive, 0 while it is down or not yet "
+        "seen (check-ins paused); absent without [worker]."
     ),
     "heartbeat_event_loop_lag_seconds": (
         "How late the event loop woke a task sleeping 0.5 s: the latest measurement."

@@ -87,6 +87,8 @@ class Job:
     order: int = 0
     in_flight: bool = False
     removed: bool = False
+    #: Off the heap until released (heartbeat.worker reads its document first).
+    held: bool = False
     last_success: float | None = None
     failures: int = 0
     last_error: str | None = None
@@ -142,6 +144,8 @@ class Scheduler:
         self._parked: list[asyncio.Future[Job | None]] = []
         self._stopping = False
         self._running = False
+        #: While paused (the worker is down) nothing is granted; jobs stay watched.
+        self.paused = False
         self._ramp_next = -math.inf
         self._periodic: list[list[Any]] = []  # [period, next_at, callback]
         self.outcome_observers: list[OutcomeObserver] = []
@@ -368,7 +372,7 @@ class Scheduler:
         heap = self._heap
         while heap:
             _, order, job = heap[0]
-            if order == job.order and not job.removed and not job.in_flight:
+            if order == job.order and not (job.removed or job.in_flight or job.held):
                 return job
             heapq.heappop(heap)
         return None
@@ -399,6 +403,34 @@ class Scheduler:
         """What the failures since the cluster last answered say (``unreachable``,
         ``unauthorized``, ``misrouted``: :data:`heartbeat.outage.CAUSES`), or None."""
         return self.outage.cause
+
+    def pause(self) -> None:
+        """Grant no check-in until :meth:`resume`; jobs stay watched and due."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Grant again at once: jobs that fell due while paused go out oldest first."""
+        if self.paused:
+            self.paused = False
+            self._wake.set()
+
+    def hold(self, job_id: str) -> bool:
+        """Keep one job from being checked in until :meth:`release` (a request already
+        in flight finishes). False when it is not watched."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        job.held = True
+        return True
+
+    def release(self, job_id: str) -> None:
+        """Let a held job be checked in again, at its due time (or now, if past)."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.held:
+            job.held = False
+            if not job.in_flight:
+                self._push(job, job.due)
+                self._wake.set()
 
     def stop(self) -> None:
         """Stop granting new check-ins; :meth:`run` returns once in-flight requests
@@ -461,7 +493,9 @@ class Scheduler:
         flush = self._failures.next_flush()
         if flush is not None:
             candidates.append(flush)
-        if self.in_outage:
+        if self.paused:
+            pass  # resume() wakes the loop
+        elif self.in_outage:
             if not self._probe_in_flight and self._peek() is not None:
                 candidates.append(self._probe_due)
         elif self._in_flight < self.schedule.max_in_flight:
@@ -471,6 +505,8 @@ class Scheduler:
         return min(candidates) if candidates else None
 
     def _grant(self, now: float, tg: TaskGroup) -> None:
+        if self.paused:
+            return
         if self.in_outage:
             if not self._probe_in_flight and now >= self._probe_due:
                 job = self._peek()
@@ -500,7 +536,12 @@ class Scheduler:
     def _take_due(self, now: float | None = None) -> Job | None:
         """The next due job, claimed, if a slot is free to run it now (the loop when it
         grants, a worker when it has just finished one)."""
-        if self._stopping or self.outage.since is not None or self._in_flight >= self._limit:
+        if (
+            self._stopping
+            or self.paused
+            or self.outage.since is not None
+            or self._in_flight >= self._limit
+        ):
             return None
         job = self._peek()
         if job is None or job.due > (self._monotonic() if now is None else now):

@@ -199,3 +199,21 @@ def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
         f"heartbeat: configuration error: {path}: schedule.interval: 400 must be less than "
         "schedule.idle_after (300)"
     ]
+
+
+def test_worker_probes_are_validated(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[worker]\nhealth_url = "ftp://127.0.0.1/healthz"\n')
+    assert message.endswith(
+        "worker.health_url: 'ftp://127.0.0.1/healthz': must start with http:// or https://"
+    )
+    message = error_of(tmp_path, f"[worker]\npid_file = {json.dumps(str(tmp_path))}\n")
+    assert "worker.pid_file" in message and "is a directory" in message
+    message = error_of(tmp_path, "[worker]\nfailure_threshold = 0\n")
+    assert "worker.failure_threshold" in message
+    # A missing pid file is "down" at run time, not a configuration error.
+    missing = tmp_path / "no-such.pid"
+    config = configuration.load(
+        write(tmp_path, f"[worker]\npid_file = {json.dumps(str(missing))}\n")
+    )
+    assert config.worker.pid_file == missing and config.worker.enabled
+    assert not configuration.load(write(tmp_path, "")).worker.enabled

@@ -23,7 +23,7 @@ def test_the_distribution_is_connector_heartbeat_with_the_package_version() -> N
     scripts = {
         ep.name: ep.value for ep in distribution.entry_points if ep.group == "console_scripts"
     }
-    assert scripts == {"heartbeat": "heartbeat.cli:entry"}
+    assert scripts == {"heartbeat": "heartbeat.__main__:entry"}
     assert distribution.metadata["License-Expression"] == "Apache-2.0"
     assert distribution.metadata["Requires-Python"] == ">=3.11"
 

@@ -59,6 +59,7 @@ from heartbeat.config.sections import (
     QueueSettings,
     ScheduleSettings,
     StateSettings,
+    WorkerSettings,
 )
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "QueueSettings",
     "ScheduleSettings",
     "StateSettings",
+    "WorkerSettings",
     "build",
     "config_path",
     "decode_cloud_id",

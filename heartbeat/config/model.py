@@ -28,6 +28,7 @@ from heartbeat.config.sections import (
     QueueSettings,
     ScheduleSettings,
     StateSettings,
+    WorkerSettings,
 )
 
 ENV_PREFIX = "HEARTBEAT_"
@@ -54,6 +55,7 @@ class Config(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @classmethod
     def settings_customise_sources(

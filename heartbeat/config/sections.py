@@ -249,6 +249,60 @@ class DiscoverySettings(_Section):
         return list(dict.fromkeys(ids))
 
 
+class WorkerSettings(_Section):
+    """``[worker]``: how heartbeat knows the connector worker beside it is alive
+    (heartbeat.worker). Neither probe set: no probing, check-ins as without it."""
+
+    #: A file holding the worker's decimal pid: alive while that process exists and is
+    #: not a zombie; its start time is the incarnation. Missing or empty: down.
+    pid_file: FilePath | None = None
+    #: ``http(s)://`` URL: alive while GET answers 2xx within ``probe_timeout``; a JSON
+    #: body with ``started_at`` (ISO 8601) names the incarnation.
+    health_url: str | None = None
+    probe_interval: PositiveFloat = 5.0
+    probe_timeout: PositiveFloat = 2.0
+    #: Probes failing in a row before the worker counts as down.
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
+    #: Seconds a job's ``started_at`` (Elasticsearch's clock) may precede the
+    #: incarnation's start (this host's clock) and still belong to it.
+    clock_skew: float = Field(default=10.0, ge=0)
+
+    @field_validator("pid_file", "health_url", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("pid_file")
+    @classmethod
+    def _not_a_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and value.is_dir():
+            raise ValueError(f"{value} is a directory; give the file holding the pid")
+        return value
+
+    @field_validator("health_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        url = url.strip()
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            raise ValueError("is not a valid URL (check the host and port)") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if "@" in parts.netloc:
+            raise ValueError("must not carry credentials (user:password@)")
+        return url
+
+    @property
+    def enabled(self) -> bool:
+        return self.pid_file is not None or self.health_url is not None
+
+
 class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"

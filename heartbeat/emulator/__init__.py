@@ -47,9 +47,10 @@ request's job id before those for any job; a persistent fault answers until clea
 Control API for an emulator in another process (no credentials, not logged, plain JSON)::
 
     POST   /_emulator/jobs               {"connector_id", "status", "worker_hostname",
-                                          "job_type", "job_id"} -> {"id"}
+                                          "job_type", "job_id", "started_at"} -> {"id"}
     GET    /_emulator/jobs/<id>          the document, or 404
     DELETE /_emulator/jobs/<id>
+    PUT    /_emulator/jobs/<id>/claim    {"worker_hostname"}: as _claim (started_at now)
     PUT    /_emulator/jobs/<id>/status   {"status": "completed"}
     POST   /_emulator/faults             {"mode": "script"|"always", "job_id": null,
                                           "faults": [Fault.to_json(), ...]}
@@ -68,22 +69,26 @@ Layout (one module per concern; this package re-exports the public names)::
     api        the Elasticsearch sync-job endpoints
     control    the /_emulator control API
     handler    Emulator (settings, request log, fault plan) and RecordedRequest
+    datafile   the --data file: checked at start, replaced atomically at exit
     server     serve() and run_emulator()
 """
 
 from heartbeat.emulator.auth import Privileges
+from heartbeat.emulator.datafile import DataFileError
 from heartbeat.emulator.faults import Fault, FaultPlan
 from heartbeat.emulator.handler import Emulator, RecordedRequest
 from heartbeat.emulator.routing import decode_path
-from heartbeat.emulator.server import run_emulator, serve
+from heartbeat.emulator.server import ListenError, run_emulator, serve
 from heartbeat.emulator.store import JOB_TYPES, STATUSES
 
 __all__ = [
     "JOB_TYPES",
     "STATUSES",
+    "DataFileError",
     "Emulator",
     "Fault",
     "FaultPlan",
+    "ListenError",
     "Privileges",
     "RecordedRequest",
     "decode_path",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, get_args
 
 from aiohttp import web
@@ -56,8 +57,14 @@ def _dispatch(
             status=str(data.get("status", "in_progress")),
             worker_hostname=data.get("worker_hostname"),
             job_id=data.get("job_id"),
+            started_at=(
+                datetime.fromisoformat(data["started_at"]) if data.get("started_at") else None
+            ),
         )
         return web.json_response({"id": new_id})
+    if route == ("PUT", "jobs", 3) and job_id is not None and segments[2] == "claim":
+        emulator.claim(job_id, str(data.get("worker_hostname", "")))
+        return web.json_response(emulator.job(job_id))
     if route[1:] == ("jobs", 2) and job_id is not None and method in {"GET", "DELETE"}:
         document = emulator.job(job_id)
         if document is None:

@@ -2,16 +2,18 @@
 
 Owns :func:`serve` (an async context manager for tests, the demo and the benchmark) and
 :func:`run_emulator` (``heartbeat emulator``: serve until SIGTERM/SIGINT, with jobs
-optionally kept in a JSON data file across restarts). It does not own what a request is
-answered: :meth:`Emulator.handle` does. A raw non-ASCII byte in the request line is
+optionally kept in a JSON data file across restarts, see
+:mod:`heartbeat.emulator.datafile`). It does not own what a request is answered:
+:meth:`Emulator.handle` does. A raw non-ASCII byte in the request line is
 refused by aiohttp's parser (plain-text 400, no product header) before it reaches the
 emulator.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import signal
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,13 @@ from pathlib import Path
 import anyio
 from aiohttp import web
 
+from heartbeat.emulator import datafile
 from heartbeat.emulator.handler import Emulator
+from heartbeat.errors import HeartbeatError
+
+
+class ListenError(HeartbeatError):
+    """The emulator cannot listen where it was asked to (port taken, no such address)."""
 
 
 @asynccontextmanager
@@ -43,7 +51,15 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except (OSError, OverflowError) as exc:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            number = getattr(exc, "errno", None)
+            reason = os.strerror(number) if number else str(exc)
+            if isinstance(exc, socket.gaierror):
+                reason = f"unknown host ({exc.strerror})"
+            raise ListenError(f"cannot listen on {where}: {reason}") from None
         bound_port = runner.addresses[0][1]
         # a wildcard bind is reached over loopback
         url_host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
@@ -66,18 +82,21 @@ async def run_emulator(
 
     With ``data``, jobs are loaded from that JSON file at start (when it exists) and
     written back at exit, so a restarted emulator keeps its jobs as Elasticsearch would.
+    Raises :class:`ListenError` or :class:`~heartbeat.emulator.datafile.DataFileError`
+    before listening when it cannot start, and DataFileError when saving fails.
     """
     emulator = Emulator(api_key=api_key, cluster_uuid=cluster_uuid)
-    data_file = None if data is None else anyio.Path(data)
-    if data_file is not None and await data_file.exists():
-        emulator.import_jobs(json.loads(await data_file.read_text(encoding="utf-8")))
-    try:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    if data is not None:
+        datafile.load(data, emulator)  # before listening: a refused file is never replaced
+    listening = False
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        try:
             async with serve(emulator, host, port) as url:
+                listening = True
                 print(f"emulator_listening url={url}", flush=True)
                 async for _ in signals:
                     break
-    finally:
-        if data_file is not None:
-            with anyio.CancelScope(shield=True):
-                await data_file.write_text(json.dumps(emulator.export_jobs()), encoding="utf-8")
+        finally:
+            # Not when it never listened: nothing changed, the file is left as it was.
+            if listening and data is not None:
+                datafile.save(data, emulator)

@@ -86,8 +86,10 @@ class JobStore:
         status: str = "in_progress",
         worker_hostname: str | None = None,
         job_id: str | None = None,
+        started_at: datetime | None = None,
     ) -> str:
-        """Store a job and return its id (random, 20 url-safe characters, unless given)."""
+        """Store a job and return its id (random, 20 url-safe characters, unless given).
+        ``started_at`` backdates (or postdates) the claim of a job that is not pending."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         if job_type not in JOB_TYPES:
@@ -108,8 +110,17 @@ class JobStore:
             worker_hostname=worker_hostname,
         )
         if status != "pending":
+            self._jobs[job_id].started_at = started_at
             self.set_status(job_id, status)
         return job_id
+
+    def claim(self, job_id: str, worker_hostname: str) -> None:
+        """What ``PUT _connector/_sync_job/<id>/_claim`` does: ``in_progress``, with
+        ``worker_hostname``, ``started_at`` and ``last_seen`` now. KeyError if missing."""
+        job = self._jobs[job_id]
+        moment = self._now()
+        job.worker_hostname = worker_hostname
+        job.status, job.started_at, job.last_seen = "in_progress", moment, moment
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The job's document as GET would return it, or None."""

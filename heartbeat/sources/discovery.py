@@ -31,6 +31,7 @@ from heartbeat.outcomes import Outcome, describe
 if TYPE_CHECKING:
     from heartbeat.client import Client
     from heartbeat.daemon import Heartbeat
+    from heartbeat.worker import WorkerMonitor
 
 log = structlog.get_logger("heartbeat")
 
@@ -39,7 +40,7 @@ NAME = "discovery"
 #: rule applies to exactly these).
 RUNNING = ("in_progress", "canceling")
 #: What a listing needs of each document.
-FIELDS = ("id", "status", "worker_hostname")
+FIELDS = ("id", "status", "worker_hostname", "started_at")
 
 
 class DiscoverySource:
@@ -67,7 +68,7 @@ class DiscoverySource:
 
     async def poll(self, hb: Heartbeat) -> None:
         """One listing and reconciliation (nothing changes when the listing fails)."""
-        found = await self.list_ours(hb.client)
+        found = await self.list_ours(hb.client, hb.worker)
         if not isinstance(found, set):
             self._failures += 1
             if self._failures == 1:
@@ -92,8 +93,12 @@ class DiscoverySource:
         """The ids discovery has claimed (after restarts too, through the state file)."""
         return {job_id for job_id, sources in hb.scheduler.sources().items() if NAME in sources}
 
-    async def list_ours(self, client: Client) -> set[str] | Outcome:
-        """Ids of this host's running jobs of the configured connectors, or the failure."""
+    async def list_ours(
+        self, client: Client, worker: WorkerMonitor | None = None
+    ) -> set[str] | Outcome:
+        """Ids of this host's running jobs of the configured connectors, or the failure.
+        With ``[worker]`` and an incarnation known, only the jobs it claimed (its
+        ``started_at`` at or after the incarnation's start minus ``clock_skew``)."""
         ours: set[str] = set()
         for connector_id in self.settings.connector_ids:
             for status in RUNNING:
@@ -105,6 +110,8 @@ class DiscoverySource:
                 for document in documents:
                     if document.get("worker_hostname") != self.settings.worker_hostname:
                         continue
+                    if worker is not None and not worker.vouches_for(document):
+                        continue  # an earlier incarnation's job: left to the idle rule
                     try:
                         ours.add(validate_job_id(document.get("id")))
                     except InvalidJobId as exc:
