@@ -26,20 +26,22 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import config as configuration
 from heartbeat import logs, observability
 from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
-from heartbeat.errors import ConfigError, InvalidJobId
+from heartbeat.config.warnings import startup_warnings
+from heartbeat.errors import InvalidJobId
 from heartbeat.finished import StatusChecker
 from heartbeat.health import Health, elasticsearch_state
 from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
+from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
 from heartbeat.observability import Listener
+from heartbeat.reload import reload
 from heartbeat.scheduler import JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
@@ -81,6 +83,7 @@ class Heartbeat:
             lambda job_id: self._client.get_job(job_id),
             self.scheduler,
             config.schedule.status_check_interval,
+            canceling_grace=config.schedule.canceling_grace,
         )
         #: ``[worker]``: check-ins only while the worker is alive (heartbeat.worker).
         self.worker: WorkerMonitor | None = None
@@ -91,19 +94,26 @@ class Heartbeat:
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
         self._retired: list[Client] = []
+        #: Claims that expire unless renewed (heartbeat.leases).
+        self.leases = LeaseKeeper(self.scheduler)
         #: Dropped jobs, kept so that a drop can be undone (heartbeat.memory).
         self.tombstones = Tombstones()
         self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
-            self.state = StateStore(config.state.dir, self.scheduler.sources, self._memories)
+            self.state = StateStore(
+                config.state.dir,
+                self.scheduler.sources,
+                leases=self.leases.snapshot,
+                extras=self._memories,
+            )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
         # Always kept (cheap, O(1) per check-in): embedding code may read hb.health or
         # expose hb.metrics.registry itself. [metrics] listen only adds the listener.
         self.health = Health(self.scheduler, worker=self.worker)
         self.health.identity = self.identity
-        self.metrics = Metrics(self.scheduler, self.health)
+        self.metrics = Metrics(self.scheduler, self.health, self.leases)
         self.listener: Listener | None = None
 
     @property
@@ -221,6 +231,8 @@ class Heartbeat:
                 except InvalidJobId as exc:
                     log.warning("state_entry_invalid", error=str(exc))
             restored += self.scheduler.watch_many(valid, source)
+        # A restart is not a renewal; a lease that ended while we were down ends now.
+        self.leases.restore(self.state.loaded_leases)
         extras = self.state.loaded_extras
         remembered = extras.get("cluster_uuid")
         if isinstance(remembered, str) and remembered:
@@ -266,6 +278,8 @@ class Heartbeat:
                         await self._tg.__aexit__(exc_type, exc, tb)
             finally:
                 self._tg = None
+                self.leases.close()
+                self.status_checker.close()
                 self._save_on_exit()
                 with anyio.CancelScope(shield=True):
                     for client in (*self._retired, self._client):
@@ -319,12 +333,27 @@ class Heartbeat:
 
     # The library API.
 
-    def watch(self, job_id: str, source: str = "api") -> bool:
-        """Watch ``job_id``; True when it was not watched before. Raises InvalidJobId."""
-        return self.scheduler.watch(job_id, source)
+    def watch(self, job_id: str, source: str = "api", *, ttl: float | None = None) -> bool:
+        """Watch ``job_id``; True when it was not watched before. Raises InvalidJobId.
 
-    def watch_many(self, job_ids: Iterable[str], source: str = "api") -> int:
-        return self.scheduler.watch_many(job_ids, source)
+        With ``ttl`` (seconds, at least 1) this claim ends unless renewed (the same
+        call again) within it; without, the claim is permanent, and a renewal without
+        ``ttl`` makes a leased claim permanent."""
+        return self.watch_many([job_id], source, ttl=ttl) == 1
+
+    def watch_many(
+        self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
+    ) -> int:
+        """Watch several ids (all validated first); returns how many were new."""
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        ids = list(job_ids)
+        added = self.scheduler.watch_many(ids, source)
+        if ttl is not None or len(self.leases.book):
+            self.leases.grant(ids, source, ttl)
+            if self.state is not None:
+                self.state.changed()  # a new expiry must survive a restart
+        return added
 
     def unwatch(self, job_id: str) -> bool:
         """Stop watching ``job_id``; False when it was not watched."""
@@ -333,8 +362,31 @@ class Heartbeat:
     def jobs(self) -> list[JobView]:
         return self.scheduler.jobs()
 
-    async def apply(self, new: Config) -> list[str]:
-        """Apply a new configuration in place; returns the sections that changed."""
+    def _needs_client(self, new: Config) -> bool:
+        old = self.config
+        return (
+            old.elasticsearch != new.elasticsearch
+            or old.schedule.max_in_flight != new.schedule.max_in_flight
+        )
+
+    async def prepare_client(self, new: Config) -> Client | None:
+        """The client ``new`` needs, opened (its TLS context built), or None when the
+        running one will do. Raises ConfigError; nothing running is touched."""
+        if not self._needs_client(new):
+            return None
+        client = self._new_client(new)
+        try:
+            await client.open()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def apply(self, new: Config, *, client: Client | None = None) -> list[str]:
+        """Apply a new configuration in place; returns the sections that changed.
+
+        ``client``: from :meth:`prepare_client` (heartbeat.reload prepares it first, so
+        that a reload that cannot build it changes nothing); else built here."""
         old = self.config
         changed = [
             section
@@ -352,11 +404,11 @@ class Heartbeat:
         ]
         register_secrets(new)
         check_in = None
-        if "elasticsearch" in changed or old.schedule.max_in_flight != new.schedule.max_in_flight:
+        if client is None:
+            client = await self.prepare_client(new)
+        if client is not None:
             self.identity.pin(new.elasticsearch.cluster_uuid)
-            client = self._new_client(new)
             self.identity.forget([host.url for host in client.pool.hosts])
-            await client.open()
             # In-flight requests finish on the old session; it is closed at exit.
             for retired in self._retired:
                 await retired.close()
@@ -367,6 +419,7 @@ class Heartbeat:
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in
         )
         self.status_checker.set_interval(new.schedule.status_check_interval)
+        self.status_checker.canceling_grace = new.schedule.canceling_grace
         if self.worker is not None:
             self.worker.reconfigure(new.worker)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)
@@ -378,33 +431,12 @@ class Heartbeat:
         return changed
 
 
-def warn_if_exposed(path: Path) -> None:
-    """A config file holding a secret must not be readable by other users."""
-    try:
-        data = configuration.read_file(path)
-    except ConfigError:
-        return
-    if configuration.holds_secret(data) and configuration.world_readable(path):
-        log.warning(
-            "config_file_exposed",
-            path=str(path),
-            problem="holds a secret and is readable by other users; chmod 0600 or 0640",
-        )
-
-
 async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] = ()) -> int:
     """``heartbeat run``: check jobs in until SIGTERM/SIGINT; SIGHUP reloads."""
-    if path is not None:
-        warn_if_exposed(path)
+    for warning in startup_warnings(config, path):
+        log.warning(warning.event, **warning.fields)
     notifier = Notifier.from_env()
     stopped_by = "signal"
-    if config.schedule.interval * (1 + config.schedule.jitter) >= config.schedule.idle_after / 2:
-        log.warning(
-            "schedule_tight",
-            problem="interval * (1 + jitter) is not below idle_after / 2: a single failed "
-            "check-in leaves little time before the idle rule, and jobs count as at risk "
-            "between check-ins",
-        )
     with (
         anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
         _stopping_on_exit(notifier),
@@ -442,9 +474,7 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notifier.reloading()
-                    if await reload(hb, path):
-                        for source in sources:
-                            await source.reload(hb.config)
+                    if await reload(hb, path, sources):
                         notifier.ready(status=hb.summary())
                     else:
                         notifier.ready(status=f"{hb.summary()}; reload failed, running config kept")
@@ -465,20 +495,3 @@ def _stopping_on_exit(notifier: Notifier) -> Iterator[None]:
         yield
     finally:
         notifier.stopping()
-
-
-async def reload(hb: Heartbeat, path: Path | None) -> bool:
-    """Re-read the configuration; keep the running one when the new one is invalid."""
-    if path is None:
-        log.warning("config_reload_failed", error="no configuration file to re-read")
-        return False
-    try:
-        new = configuration.load(path)
-    except ConfigError as exc:
-        log.error("config_reload_failed", error=str(exc), kept="running configuration")
-        return False
-    if new.logging != hb.config.logging:
-        logs.configure(format=new.logging.format, level=new.logging.level)
-    changed = await hb.apply(new)
-    log.info("config_reloaded", path=str(path), changed=changed, jobs=len(hb.scheduler))
-    return True

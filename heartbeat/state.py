@@ -70,12 +70,19 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def encode(jobs: dict[str, tuple[str, ...]], extras: dict[str, Any] | None = None) -> bytes:
-    payload = {
+def encode(
+    jobs: dict[str, tuple[str, ...]],
+    leases: dict[str, dict[str, float]] | None = None,
+    extras: dict[str, Any] | None = None,
+) -> bytes:
+    payload: dict[str, Any] = {
         **(extras or {}),
         "version": FORMAT_VERSION,
         "jobs": {k: list(v) for k, v in jobs.items()},
     }
+    if leases:
+        # {id: {source: wall-clock expiry}} (heartbeat.leases); absent: no leases.
+        payload["leases"] = leases
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -97,8 +104,27 @@ def decode_all(raw: bytes) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValueError(f"sources of {job_id!r} are not a list of strings")
         result[job_id] = tuple(sources) or ("state",)
-    extras = {k: v for k, v in payload.items() if k not in ("version", "jobs")}
+    extras = {k: v for k, v in payload.items() if k not in ("version", "jobs", "leases")}
     return result, extras
+
+
+def decode_leases(raw: bytes) -> dict[str, dict[str, float]]:
+    """The ``leases`` of a state file that :func:`decode` accepted; entries that are
+    not ``{source: seconds}`` are skipped (the claim is then permanent, as before)."""
+    leases = json.loads(raw.decode("utf-8")).get("leases")
+    if not isinstance(leases, dict):
+        return {}
+    result: dict[str, dict[str, float]] = {}
+    for job_id, by_source in leases.items():
+        if isinstance(by_source, dict):
+            result[job_id] = {
+                source: float(when)
+                for source, when in by_source.items()
+                if isinstance(when, int | float)
+                and not isinstance(when, bool)
+                and abs(when) < 1e12  # seconds since the epoch, not garbage
+            }
+    return result
 
 
 class StateStore:
@@ -108,11 +134,15 @@ class StateStore:
         self,
         directory: Path,
         snapshot: Callable[[], dict[str, tuple[str, ...]]],
+        leases: Callable[[], dict[str, dict[str, float]]] | None = None,
         extras: Callable[[], dict[str, Any]] | None = None,
     ):
         self.directory = directory
         self.path = directory / FILENAME
         self._snapshot = snapshot
+        self._leases = leases
+        #: The leases :meth:`load` found (wall-clock expiries per job and source).
+        self.loaded_leases: dict[str, dict[str, float]] = {}
         self._extras = extras
         #: The extras of the file :meth:`load` read (empty before, or without a file).
         self.loaded_extras: dict[str, Any] = {}
@@ -175,6 +205,7 @@ class StateStore:
             return {}
         try:
             jobs, self.loaded_extras = decode_all(raw)
+            self.loaded_leases = decode_leases(raw)
             return jobs
         except (ValueError, UnicodeDecodeError) as exc:
             aside = self._set_aside("corrupt")
@@ -203,8 +234,9 @@ class StateStore:
 
     def _encode(self) -> tuple[bytes, int]:
         snapshot = self._snapshot()
+        leases = self._leases() if self._leases is not None else None
         extras = self._extras() if self._extras is not None else None
-        return encode(snapshot, extras), len(snapshot)
+        return encode(snapshot, leases, extras), len(snapshot)
 
     async def _outcomes(self) -> None:
         while True:
