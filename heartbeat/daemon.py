@@ -250,12 +250,15 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        for job_id, outcome in parse_outcomes(extras.get("outcomes")).items():
+        outcomes = parse_outcomes(extras.get("outcomes"))
+        for job_id, outcome in outcomes.items():
             self.scheduler.restore_outcome(
                 job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
             )
-        # Oldest success first (a job that never succeeded counts as oldest).
-        self.scheduler.ramp_oldest_first()
+        # Oldest success first (a job that never succeeded counts as oldest). Without
+        # saved outcomes every job counts as oldest: the ramp stays as it is.
+        if outcomes:
+            self.scheduler.ramp_oldest_first()
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
 

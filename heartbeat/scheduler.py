@@ -24,6 +24,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import math
@@ -201,8 +202,16 @@ class Scheduler:
         for start in range(0, len(ids), chunk):
             if start:
                 await anyio.lowlevel.checkpoint()
-            added += self._add(ids[start : start + chunk], source)
-        self._announce(added, source)
+            new = self._add(ids[start : start + chunk], source)
+            self._notify_added(new, source)
+            added += new
+            if len(ids) > chunk:
+                # Out of the garbage collector's sight: otherwise its full collections,
+                # each over every object so far, block the loop for seconds while a
+                # million jobs arrive. Jobs and heap entries form no reference cycles,
+                # so reference counting still frees them when they go.
+                gc.freeze()
+        self._announce(added, source, notify=False)
         return len(added)
 
     def _interned(self, sources: tuple[str, ...]) -> tuple[str, ...]:
@@ -231,16 +240,22 @@ class Scheduler:
             added.append(job_id)
         return added
 
-    def _announce(self, added: list[str], source: str) -> None:
+    def _announce(self, added: list[str], source: str, *, notify: bool = True) -> None:
         if len(added) > BATCH_LOG_THRESHOLD:
             self._log.info("job_added", count=len(added), source=source, sample_job_ids=added[:3])
         else:
             for job_id in added:
                 self._log.info("job_added", job_id=job_id, source=source)
-        for job_id in added:
-            self._notify_change("added", job_id, {"source": source})
+        if notify:
+            self._notify_added(added, source)
         if added:
             self._wake.set()
+
+    def _notify_added(self, added: list[str], source: str) -> None:
+        if self.change_observers:
+            fields = {"source": source}
+            for job_id in added:
+                self._notify_change("added", job_id, fields)
 
     def unwatch(
         self,
