@@ -22,15 +22,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.systemd_container.lifecycle import (
+    SIDECAR,
     active,
     assert_no_secret_logged,
     checked_in_after,
     config,
     event_logged,
+    install_sidecar,
     last_seen,
     start_emulator,
+    worker_found,
 )
-from tests.systemd_container.machine import Machine
+from tests.systemd_container.machine import Machine, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,3 +114,15 @@ def test_network_pinning_drop_in(machine: Machine) -> None:
     checked_in_after(m, "job-a", since)
     assert active(m, "heartbeat")
     m.systemctl("stop", "heartbeat@remote")
+
+
+def test_sidecar_sees_its_worker(machine: Machine) -> None:
+    # ProtectProc=invisible hides the connector's process from the dynamic user and
+    # ProcSubset=pid hides /proc/stat: the sidecar drop-in lifts both for the pid probe.
+    m = machine
+    install_sidecar(m, KEY)
+    cursor = m.cursor()
+    m.systemctl("start", "elastic-connectors")
+    wait_until(lambda: active(m, SIDECAR), 30, "the sidecar to start with its connector")
+    worker_found(m, cursor)
+    m.systemctl("stop", "elastic-connectors")
