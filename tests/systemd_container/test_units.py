@@ -158,35 +158,48 @@ def test_reload(machine: Machine) -> None:
 
 def test_broken_restart_is_not_restarted(machine: Machine) -> None:
     m = machine
-    # Three failures that a restart cannot fix, side by side, so one wait covers all:
-    # heartbeat's own EX_CONFIG (the broken file left by test_reload), a missing
-    # credential file, and a state directory that cannot be set up.
+    # Failures that a restart cannot fix, side by side, so one wait covers all:
+    # heartbeat's own EX_CONFIG (the broken file left by test_reload, and a credentials
+    # directory it cannot read), a missing credential file, and a state directory that
+    # cannot be set up.
     m.write("/etc/heartbeat/nokey.toml", config(9200, []))
     m.write("/etc/heartbeat/blocked.toml", config(9200, []))
     m.write("/etc/heartbeat/blocked.api_key", KEY, mode="0600")
     m.write("/var/lib/heartbeat-blocked", "not a directory\n")
+    # An unreadable $CREDENTIALS_DIRECTORY (/root: ProtectHome=yes makes it inaccessible).
+    m.write("/etc/heartbeat/nocred.toml", config(9200, []))
+    m.write(
+        "/etc/systemd/system/heartbeat@nocred.service.d/unreadable.conf",
+        "[Service]\nLoadCredential=\nEnvironment=CREDENTIALS_DIRECTORY=/root\n",
+    )
+    m.systemctl("daemon-reload")
     cursor = m.cursor()
     assert m.systemctl("restart", "heartbeat", check=False).returncode != 0
-    for unit in ("heartbeat@nokey", "heartbeat@blocked"):
+    for unit in ("heartbeat@nokey", "heartbeat@blocked", "heartbeat@nocred"):
         assert m.systemctl("start", unit, check=False).returncode != 0
     expected = {
         "heartbeat": "status=78/CONFIG",
+        "heartbeat@nocred": "status=78/CONFIG",
         "heartbeat@nokey": "status=243/CREDENTIALS",
         "heartbeat@blocked": "status=238/STATE_DIRECTORY",
     }
     for unit, status in expected.items():
         journal = m.journal(unit, cursor)
         assert any(status in line for line in journal), journal
-    # The daemon's own account: one line naming the key, no traceback.
-    daemon = [line for line in m.journal("heartbeat", cursor) if "schedule.interval" in line]
-    assert len(daemon) == 1, m.journal("heartbeat", cursor)
-    assert not any("Traceback" in line for line in m.journal("heartbeat", cursor))
+    # The daemon's own account: one line naming the key (or the credential), no traceback.
+    for unit, names in (
+        ("heartbeat", "schedule.interval"),
+        ("heartbeat@nocred", "systemd credential api_key"),
+    ):
+        journal = m.journal(unit, cursor)
+        assert len([line for line in journal if names in line]) == 1, journal
+        assert not any("Traceback" in line for line in journal), journal
 
     time.sleep(15)  # RestartSec=5: a restart loop would have tried twice by now
     for unit in expected:
         state = m.show(unit, "ActiveState", "NRestarts")
         assert state == {"ActiveState": "failed", "NRestarts": "0"}, (unit, state)
-    for unit in ("heartbeat@nokey", "heartbeat@blocked"):
+    for unit in ("heartbeat@nokey", "heartbeat@blocked", "heartbeat@nocred"):
         m.systemctl("reset-failed", unit)
 
     m.write("/etc/heartbeat/heartbeat.toml", config(9200, ["job-a", "job-b", "job-d"]))
