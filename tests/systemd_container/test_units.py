@@ -306,7 +306,7 @@ def test_sidecar_follows_its_connector_and_its_worker(machine: Machine) -> None:
     m.systemctl("start", "elastic-connectors")
     wait_until(lambda: active(m, SIDECAR), 30, "the sidecar to start with its connector")
     first = worker_found(m, cursor)
-    # The drop-in lifts ProtectProc= and ProcSubset= for the pid probe (test_hardening).
+    # The drop-in lifts ProtectProc= for the pid probe (test_hardening).
     assert exposure(m, SIDECAR) <= 1.2
     # A job the running worker claimed: vouched for.
     m.emulator(9200, "POST", "/_emulator/jobs", {"job_id": "sc-1"})
