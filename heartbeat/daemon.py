@@ -43,7 +43,7 @@ from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcome
 from heartbeat.metrics import Metrics
 from heartbeat.observability import Listener
 from heartbeat.reload import reload
-from heartbeat.scheduler import ADD_CHUNK, JobView, Scheduler
+from heartbeat.scheduler import ADD_CHUNK, TIMER_SLACK, JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
@@ -78,6 +78,8 @@ class Heartbeat:
             schedule=config.schedule,
             backoff_settings=config.backoff,
             clock=clock,
+            # Real time only: an injected clock moves when its owner says, to the instant.
+            timer_slack=TIMER_SLACK if clock is None else 0.0,
         )
         # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
         self.status_checker = StatusChecker(

@@ -74,6 +74,10 @@ RECOVERY_SPREAD = 0.6
 #: within one interval of Elasticsearch coming back.
 PROBE_CAP_FRACTION = 0.1
 PROBE_CAP_OF_INTERVAL = 1.0 - RECOVERY_SPREAD
+#: The daemon's timer slack (Heartbeat, on the real clock): at 1,000 check-ins/s the
+#: loop wakes every 20 ms for 20 due jobs rather than every 1 ms for one. Lateness grows
+#: by at most this; its budget is seconds (bench/checkin_cpu.py, docs/performance.md).
+TIMER_SLACK = 0.020
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
 #: watch_many_async adds this many ids between yields to the event loop (about 40 ms
@@ -123,8 +127,12 @@ class Scheduler:
         clock: Clock | None = None,
         rng: Callable[[], float] | None = None,
         logger: Any = None,
+        timer_slack: float = 0.0,
     ) -> None:
         self._check_in = check_in
+        #: The loop sleeps this much past the first due time, and grants everything due
+        #: by then in one go: one wake-up per tick, not one per check-in.
+        self._slack = timer_slack
         self.schedule = schedule
         self.backoff = backoff_settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -521,7 +529,7 @@ class Scheduler:
                         await self._wake.wait()
                     else:
                         # A timer, not a cancel scope: this runs once per check-in or so.
-                        timer = self.clock.call_at(wakeup, self._wake.set)
+                        timer = self.clock.call_at(wakeup + self._slack, self._wake.set)
                         await self._wake.wait()
                         timer.cancel()
                     self._deadline = -math.inf
