@@ -32,7 +32,9 @@ image-test: $(BIN)/heartbeat
 	scripts/image-test $(BIN)/python
 
 bench: $(BIN)/heartbeat
+	scripts/system-packages bench
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/checkin_cpu.py
 	$(BIN)/python bench/scale.py
 
