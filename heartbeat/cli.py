@@ -215,6 +215,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             reason = getattr(exc, "strerror", None) or "not UTF-8 text"
             print(f"heartbeat emulator: --api-key-file: {reason}", file=sys.stderr)
             return EXIT_FAILED
+        if not api_key:
+            # Not "no credentials": an emulator asked to check a key must not accept all.
+            print(
+                f"heartbeat emulator: --api-key-file: {args.api_key_file} is empty", file=sys.stderr
+            )
+            return EXIT_FAILED
     logs.configure(format="auto", level="info")
     try:
         anyio.run(run_emulator, args.host, args.port, api_key, args.data)

@@ -278,11 +278,31 @@ async def test_jobs_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
                 "--token-file: cannot read",
             ),
             (("show", "a\x01b", "--socket", str(tmp_path / "s")), "job id"),
+            (("show", "\udcff", "--socket", str(tmp_path / "s")), "lone surrogate"),
+            (("list", "--url", "http://[::1"), "--url: not a usable URL"),
+            (("list", "--url", "http://127.0.0.1:99999"), "--url: not a usable URL"),
+            (("list", "--url", "http://:80"), "has no host"),
+            (("list", "--url", "http://127.0.0.1:1/?a=b"), "base URL only"),
+            (("list", "--socket", ""), "--socket: the path is empty"),
         ]
         for args, needle in cases:
             code, out, err = await heartbeat("jobs", *args)
             assert (code, out) == (2, ""), (args, err)
             assert_one_line(err, "heartbeat jobs: ", needle)
+    # A password in --url is refused, and never echoed.
+    code, _, err = await heartbeat("jobs", "list", "--url", "http://u:s3cr3t-pw@127.0.0.1:1")
+    assert code == 2
+    assert_one_line(err, "--url must not hold credentials")
+    assert "s3cr3t-pw" not in err
+
+
+async def test_emulator_refuses_an_empty_api_key_file(tmp_path: Path) -> None:
+    # Not "no credentials": an emulator told to check a key must not accept everyone.
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    code, out, err = await heartbeat("emulator", "--port", "0", "--api-key-file", str(empty))
+    assert (code, out) == (2, "")
+    assert_one_line(err, f"--api-key-file: {empty} is empty")
 
 
 # -- a closed stdout ----------------------------------------------------------------------------
