@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -37,18 +38,23 @@ def entry() -> None:
         # Done: a Ctrl-C now must not turn the command's status into a death by
         # SIGINT while the interpreter shuts down (which resets handlers it set).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:
-        # SIGINT after a command's own handling gave it back to Python (asyncio
-        # restores the default handler when a signal receiver closes).
-        _interrupted(signal.SIGINT, None)
-    except BrokenPipeError:
-        code = _quit(EXIT_BROKEN_PIPE, None, stdout_closed=True)
-    except Exception as exc:  # the last line of defence: one line, never a traceback
-        code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(exc)}")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the last line of defence: one line, never a traceback
+        # Unwrapped from the task groups it may have crossed.
+        leaf = _leaf(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            # SIGINT after a command's own handling gave it back to Python (asyncio
+            # restores the default handler when a signal receiver closes).
+            _interrupted(signal.SIGINT, None)
+        if isinstance(leaf, BrokenPipeError):
+            code = _quit(EXIT_BROKEN_PIPE, None, stdout_closed=True)
+        else:
+            code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(leaf)}")
     sys.exit(code)
 
 
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
+def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -74,9 +80,13 @@ def _quit(code: int, line: str | None, *, stdout_closed: bool = False) -> int:
     return code
 
 
-def _describe(exc: BaseException) -> str:
+def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     try:
         from heartbeat.logs import scrub

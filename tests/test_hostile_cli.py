@@ -146,6 +146,10 @@ EMULATOR_DATA = {
         "job 1: job_id: 'a' appears twice",
     ),
     "latin1.json": (b"\xff\xfe[]", "not UTF-8"),
+    "empty-id.json": (
+        '[{"job_id": "", "connector_id": "c", "job_type": "full", "status": "pending"}]',
+        "job 0: job_id: is empty",
+    ),
 }
 
 
@@ -308,9 +312,14 @@ async def test_emulator_refuses_an_empty_api_key_file(tmp_path: Path) -> None:
 # -- a closed stdout ----------------------------------------------------------------------------
 
 
-def test_a_closed_stdout_ends_quietly_with_141() -> None:
+@pytest.mark.parametrize(
+    "args",
+    [("validate", "--config", os.devnull), ("demo", "--duration", "0")],
+    ids=["validate", "demo"],
+)
+def test_a_closed_stdout_ends_quietly_with_141(args: tuple[str, ...]) -> None:
     process = subprocess.Popen(
-        [*HEARTBEAT, "validate", "--config", os.devnull],
+        [*HEARTBEAT, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=clean_env(),
