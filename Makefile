@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test dist-test image-test lint typecheck pytest bench clean
+.PHONY: demo test dist-test image-test systemd-test lint typecheck pytest bench clean
 
 $(BIN)/heartbeat: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ dist-test: $(BIN)/heartbeat
 # --version, demo, run against the emulator, --read-only, podman stop (scripts/image-test).
 image-test: $(BIN)/heartbeat
 	scripts/image-test $(BIN)/python
+
+# The units under a real systemd (PID 1 in a podman container): tests/systemd_container.
+# Needs root for podman; installs podman, runc, mmdebstrap where missing.
+systemd-test: $(BIN)/heartbeat
+	scripts/system-packages image
+	$(BIN)/pytest tests/systemd_container
 
 bench: $(BIN)/heartbeat
 	scripts/system-packages bench

@@ -191,13 +191,17 @@ def cmd_check_in(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """stdout: exactly the JSON (for ``jq``); stderr: the verdict and any warnings."""
     import json
 
     from heartbeat import config as configuration
+    from heartbeat.config.warnings import startup_warnings
 
     config, path = _load(args.config)
-    print(f"# {path}: valid")
     print(json.dumps(configuration.redacted(config), indent=2))
+    for warning in startup_warnings(config, path):
+        print(f"heartbeat: warning: {warning.line()}", file=sys.stderr)
+    print(f"heartbeat: {path}: valid", file=sys.stderr)
     return EXIT_OK
 
 

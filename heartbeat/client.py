@@ -27,6 +27,7 @@ from yarl import URL
 from heartbeat import backoff
 from heartbeat._version import __version__
 from heartbeat.config import ElasticsearchSettings
+from heartbeat.config.tls import build_context
 from heartbeat.hosts import Host, HostPool, dead_time
 from heartbeat.jobid import encode_segment, validate_job_id
 from heartbeat.outcomes import (
@@ -70,26 +71,13 @@ def auth_header(settings: ElasticsearchSettings) -> str | None:
 
 
 def ssl_for(settings: ElasticsearchSettings) -> ssl.SSLContext | aiohttp.Fingerprint:
-    """The TLS policy: verify by default, TLS 1.2 minimum, optional CA, client cert, pin."""
+    """The TLS policy: verify by default, TLS 1.2 minimum, optional CA, client cert, pin.
+
+    Raises ConfigError naming the key when a file it names cannot be used."""
     if settings.ssl_assert_fingerprint:
         # Pinning replaces chain verification, as in the official client.
         return aiohttp.Fingerprint(bytes.fromhex(settings.ssl_assert_fingerprint))
-    context = ssl.create_default_context()
-    if settings.ca_certs is not None:
-        if settings.ca_certs.is_dir():
-            context.load_verify_locations(capath=str(settings.ca_certs))
-        else:
-            context.load_verify_locations(cafile=str(settings.ca_certs))
-    if not settings.verify_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.client_cert is not None:
-        context.load_cert_chain(
-            str(settings.client_cert),
-            str(settings.client_key) if settings.client_key is not None else None,
-        )
-    return context
+    return build_context(settings)
 
 
 def checkin_path(job_id: str) -> str:

@@ -26,17 +26,18 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import config as configuration
 from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
-from heartbeat.errors import ConfigError, InvalidJobId
+from heartbeat.config.warnings import startup_warnings
+from heartbeat.errors import InvalidJobId
 from heartbeat.finished import StatusChecker
 from heartbeat.health import Health, elasticsearch_state
 from heartbeat.jobid import validate_job_id
 from heartbeat.metrics import Metrics
+from heartbeat.reload import reload
 from heartbeat.scheduler import JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
@@ -257,8 +258,31 @@ class Heartbeat:
     def jobs(self) -> list[JobView]:
         return self.scheduler.jobs()
 
-    async def apply(self, new: Config) -> list[str]:
-        """Apply a new configuration in place; returns the sections that changed."""
+    def _needs_client(self, new: Config) -> bool:
+        old = self.config
+        return (
+            old.elasticsearch != new.elasticsearch
+            or old.schedule.max_in_flight != new.schedule.max_in_flight
+        )
+
+    async def prepare_client(self, new: Config) -> Client | None:
+        """The client ``new`` needs, opened (its TLS context built), or None when the
+        running one will do. Raises ConfigError; nothing running is touched."""
+        if not self._needs_client(new):
+            return None
+        client = Client(new.elasticsearch, max_in_flight=new.schedule.max_in_flight)
+        try:
+            await client.open()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def apply(self, new: Config, *, client: Client | None = None) -> list[str]:
+        """Apply a new configuration in place; returns the sections that changed.
+
+        ``client``: from :meth:`prepare_client` (heartbeat.reload prepares it first, so
+        that a reload that cannot build it changes nothing); else built here."""
         old = self.config
         changed = [
             section
@@ -276,9 +300,9 @@ class Heartbeat:
         ]
         register_secrets(new)
         check_in = None
-        if "elasticsearch" in changed or old.schedule.max_in_flight != new.schedule.max_in_flight:
-            client = Client(new.elasticsearch, max_in_flight=new.schedule.max_in_flight)
-            await client.open()
+        if client is None:
+            client = await self.prepare_client(new)
+        if client is not None:
             # In-flight requests finish on the old session; it is closed at exit.
             for retired in self._retired:
                 await retired.close()
@@ -300,33 +324,12 @@ class Heartbeat:
         return changed
 
 
-def warn_if_exposed(path: Path) -> None:
-    """A config file holding a secret must not be readable by other users."""
-    try:
-        data = configuration.read_file(path)
-    except ConfigError:
-        return
-    if configuration.holds_secret(data) and configuration.world_readable(path):
-        log.warning(
-            "config_file_exposed",
-            path=str(path),
-            problem="holds a secret and is readable by other users; chmod 0600 or 0640",
-        )
-
-
 async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] = ()) -> int:
     """``heartbeat run``: check jobs in until SIGTERM/SIGINT; SIGHUP reloads."""
-    if path is not None:
-        warn_if_exposed(path)
+    for warning in startup_warnings(config, path):
+        log.warning(warning.event, **warning.fields)
     notifier = Notifier.from_env()
     stopped_by = "signal"
-    if config.schedule.interval * (1 + config.schedule.jitter) >= config.schedule.idle_after / 2:
-        log.warning(
-            "schedule_tight",
-            problem="interval * (1 + jitter) is not below idle_after / 2: a single failed "
-            "check-in leaves little time before the idle rule, and jobs count as at risk "
-            "between check-ins",
-        )
     with (
         anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
         _stopping_on_exit(notifier),
@@ -364,9 +367,7 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     notifier.reloading()
-                    if await reload(hb, path):
-                        for source in sources:
-                            await source.reload(hb.config)
+                    if await reload(hb, path, sources):
                         notifier.ready(status=hb.summary())
                     else:
                         notifier.ready(status=f"{hb.summary()}; reload failed, running config kept")
@@ -387,20 +388,3 @@ def _stopping_on_exit(notifier: Notifier) -> Iterator[None]:
         yield
     finally:
         notifier.stopping()
-
-
-async def reload(hb: Heartbeat, path: Path | None) -> bool:
-    """Re-read the configuration; keep the running one when the new one is invalid."""
-    if path is None:
-        log.warning("config_reload_failed", error="no configuration file to re-read")
-        return False
-    try:
-        new = configuration.load(path)
-    except ConfigError as exc:
-        log.error("config_reload_failed", error=str(exc), kept="running configuration")
-        return False
-    if new.logging != hb.config.logging:
-        logs.configure(format=new.logging.format, level=new.logging.level)
-    changed = await hb.apply(new)
-    log.info("config_reloaded", path=str(path), changed=changed, jobs=len(hb.scheduler))
-    return True

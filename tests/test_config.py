@@ -65,7 +65,10 @@ def test_interval_plus_jitter_must_beat_idle_after(tmp_path: Path) -> None:
     [
         ("[schedule]\nintervall = 4\n", "schedule.intervall: unknown key"),
         ("[schedul]\ninterval = 4\n", "schedul: unknown key"),
-        ("[schedule]\ninterval = 'soon'\n", "schedule.interval: 'soon': Input should be a valid"),
+        (
+            "[schedule]\ninterval = 'soon'\n",
+            "schedule.interval: 'soon': expected a number, got a string",
+        ),
         ("[schedule]\ninterval = -1\n", "schedule.interval: -1: Input should be greater than 0"),
         ("[schedule]\njitter = 1.5\n", "schedule.jitter: 1.5: Input should be less than 1"),
         ("[schedule]\nmax_in_flight = 0\n", "schedule.max_in_flight: 0"),
@@ -185,7 +188,7 @@ def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Pa
     result = run_cli("validate", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "very-secret-key" not in result.stdout + result.stderr
-    body = json.loads(result.stdout.split("\n", 1)[1])
+    body = json.loads(result.stdout)
     assert body["elasticsearch"]["api_key"] == "***"
     assert body["schedule"]["interval"] == 60
 
@@ -199,6 +202,73 @@ def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
         f"heartbeat: configuration error: {path}: schedule.interval: 400 must be less than "
         "schedule.idle_after (300)"
     ]
+
+
+def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
+    tmp_path: Path,
+) -> None:
+    # Legal but risky: a tight schedule, TLS verification off, a secret others can read.
+    path = write(
+        tmp_path,
+        "[elasticsearch]\napi_key = 'very-secret-key'\nverify_certs = false\n"
+        "[schedule]\ninterval = 200\njitter = 0\n",
+    )
+    path.chmod(0o644)
+    result = run_cli("validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["schedule"]["interval"] == 200  # jq-able as is
+    lines = result.stderr.splitlines()
+    assert [line.split(": ", 3)[1:3] for line in lines[:3]] == [
+        ["warning", "config_file_exposed"],
+        ["warning", "schedule_tight"],
+        ["warning", "tls_verification_off"],
+    ]
+    assert lines[3:] == [f"heartbeat: {path}: valid"]
+    assert "very-secret-key" not in result.stdout + result.stderr
+
+
+def test_validate_shows_the_hosts_a_cloud_id_stands_for(tmp_path: Path) -> None:
+    encoded = base64.b64encode(b"eu-west-1.aws.found.io:9243$es-uuid$kb-uuid").decode()
+    path = write(tmp_path, f"[elasticsearch]\ncloud_id = 'prod:{encoded}'\n")
+    result = run_cli("validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["elasticsearch"]["hosts"] == ["https://es-uuid.eu-west-1.aws.found.io:9243"]
+
+
+def test_toml_types_are_kept_and_environment_strings_are_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for text, expected in [
+        (
+            "[schedule]\ninterval = true\n",
+            "schedule.interval: true: expected a number, got a boolean",
+        ),
+        ("[schedule]\nmax_in_flight = true\n", "schedule.max_in_flight: true: expected a whole"),
+        ("[schedule]\njitter = false\n", "schedule.jitter: false: expected a number"),
+        (
+            "[schedule]\ninterval = '30'\n",
+            "schedule.interval: '30': expected a number, got a string",
+        ),
+        ("[elasticsearch]\nverify_certs = 'yes'\n", "verify_certs: 'yes': expected true or false"),
+    ]:
+        assert expected in error_of(tmp_path, text)
+    assert (
+        configuration.load(write(tmp_path, "[schedule]\ninterval = 30\n")).schedule.interval == 30
+    )
+    monkeypatch.setenv("HEARTBEAT_SCHEDULE__INTERVAL", "45")
+    monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__VERIFY_CERTS", "true")
+    config = configuration.load(write(tmp_path, ""))
+    assert (config.schedule.interval, config.elasticsearch.verify_certs) == (45, True)
+
+
+def test_an_empty_file_is_all_defaults_at_start_and_refused_on_reload(tmp_path: Path) -> None:
+    path = write(tmp_path, "# nothing yet\n[schedule]\n")
+    assert configuration.load(path).schedule.interval == 60
+    with pytest.raises(ConfigError, match="the file is empty"):
+        configuration.load(path, reloading=True)
+    path.write_text("[schedule]\ninterval = 30\n")
+    assert configuration.load(path, reloading=True).schedule.interval == 30
 
 
 def test_worker_probes_are_validated(tmp_path: Path) -> None:

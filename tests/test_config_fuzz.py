@@ -82,8 +82,11 @@ def test_an_unparseable_environment_list_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__HOSTS", "not json")
-    with pytest.raises(ConfigError, match="environment"):
+    with pytest.raises(ConfigError) as caught:
         configuration.build({}, source="x.toml")
+    assert str(caught.value) == (
+        "HEARTBEAT_ELASTICSEARCH__HOSTS: expected a JSON list, e.g. '[\"https://es1:9200\"]'"
+    )
 
 
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:

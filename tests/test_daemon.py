@@ -58,7 +58,7 @@ async def test_sighup_applies_a_new_config_and_keeps_the_old_one_when_invalid(
     path = write_config(tmp_path / "hb.toml", es.url, ids=["old-job"])
     async with run_daemon(path) as daemon:
         await daemon.wait_for("checkin_succeeded")
-        write_config(path, es.url, ids=["new-job"], interval=0.5)
+        write_config(path, es.url, ids=["new-job"], ramp_rate=500.0)
         daemon.signal(signal.SIGHUP)
         reloaded = await daemon.wait_for("config_reloaded")
         assert set(reloaded["changed"]) == {"schedule", "jobs"}

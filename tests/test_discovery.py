@@ -169,9 +169,12 @@ def test_discovery_interval_must_beat_idle_after(tmp_path: Any) -> None:
     from heartbeat import config as configuration
 
     path = tmp_path / "heartbeat.toml"
-    path.write_text("[discovery]\ninterval = 300\n")
+    path.write_text("[discovery]\nconnector_ids = ['c1']\ninterval = 300\n")
     with pytest.raises(ConfigError, match=r"discovery\.interval: 300 must be less than"):
         configuration.load(path)
+    # With discovery off, its interval is not held against idle_after (a tester's 30 s).
+    path.write_text("[schedule]\ninterval = 10\nidle_after = 30\n")
+    assert configuration.load(path).schedule.idle_after == 30
     path.write_text("[discovery]\nconnector_ids = ['c1', ' ']\n")
     with pytest.raises(ConfigError, match=r"discovery\.connector_ids: entry 1: connector id"):
         configuration.load(path)

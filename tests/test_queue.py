@@ -434,7 +434,7 @@ async def test_heartbeat_run_with_a_queue_and_discovery_reloads_and_hides_the_pa
             handle.write(
                 f'[queue]\nurl = "{url}"\nstream = "{stream}"\ngroup = "{GROUP}"\n'
                 '[discovery]\nconnector_ids = ["c1"]\nworker_hostname = "sidecar-host"\n'
-                "interval = 0.2\n"
+                "interval = 1\n"
             )
         return path
 

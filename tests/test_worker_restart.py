@@ -29,7 +29,7 @@ def sidecar_config(path: Path, url: str, *, state: Path, socket: Path, pid_file:
         f"hosts = [{json.dumps(url)}]",
         "request_timeout = 5",
         "[schedule]",
-        "interval = 0.3",
+        "interval = 1",  # the floor (issue 9 item 12)
         "jitter = 0",
         "shutdown_timeout = 1",
         "status_check_interval = 0",

@@ -19,6 +19,10 @@ KNOWN = {
     "from-env-key",
     "file-key-123",
     "sekret-daemon-key",
+    "S3CRET-MARK",  # tests/test_hostile_config.py
+    "good-api-key-123",
+    "private-key-123",
+    "credential-key-123",
 }
 
 

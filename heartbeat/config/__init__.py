@@ -19,7 +19,11 @@ One module per concern; import from ``heartbeat.config``, which re-exports them 
 - ``sections``: one model per ``[section]``, with its defaults and one-section rules;
 - ``model``: the root :class:`Config` and how the environment overrides the file;
 - ``secret_files``: reading the ``*_file`` keys and systemd credentials;
+- ``inputs``: the raw inputs before the models see them (TOML types kept, every
+  ``HEARTBEAT_*`` variable known, list variables JSON);
 - ``checks``: rules that span sections or need a resolved secret;
+- ``tls``: the TLS context, built (every file it names read) while checking;
+- ``warnings``: legal but risky settings, warned about by ``run`` and ``validate``;
 - ``loading``: finding and parsing the file, :func:`build` and :func:`load`, and the
   wording of a :class:`ConfigError`;
 - ``redact``: which keys are secret, and the redacted forms for output.

@@ -1,11 +1,14 @@
 """Checks that span sections, or that need a secret read from its file first.
 
-Owns the rules no single section can enforce alone: ``schedule.interval`` (with jitter)
-and ``discovery.interval`` below ``schedule.idle_after``, ``backoff.max`` not below
+Owns the rules no single section can enforce alone: ``schedule.interval`` (with jitter),
+``elasticsearch.request_timeout`` and ``discovery.interval`` below
+``schedule.idle_after``, the floors of the two intervals, ``backoff.max`` not below
 ``backoff.initial``, a decodable ``elasticsearch.cloud_id``, certificate files that
-exist, loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``,
-and a usable control token. They run on a built :class:`~heartbeat.config.Config` and
-raise ConfigError naming the key.
+exist and parse (the TLS context is built here, as the client will build it),
+loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``, and a
+usable control token. A section's rules apply only while it is on (``[discovery]`` with
+``connector_ids``; ``[queue]``'s password file is read only with ``url``). They run on a built
+:class:`~heartbeat.config.Config` and raise ConfigError naming the key.
 
 It does not own per-key validation (heartbeat.config.sections), reading secrets
 (heartbeat.config.secret_files), or the order checks run in (heartbeat.config.loading).
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from heartbeat.config.fields import decode_cloud_id, is_loopback
 from heartbeat.config.model import Config
+from heartbeat.config.tls import build_context
 from heartbeat.errors import ConfigError
 
 MIN_TOKEN_LENGTH = 16
@@ -28,8 +32,22 @@ def usable_token(token: str) -> bool:
     return printable and len(token) >= MIN_TOKEN_LENGTH
 
 
+#: The shortest ``schedule.interval`` a file may set: below a second a check-in is a
+#: request storm, not a heartbeat (the idle rule is 300 s).
+MIN_INTERVAL = 1.0
+#: The shortest ``discovery.interval``: each listing reads every page of the job list.
+MIN_DISCOVERY_INTERVAL = 1.0
+
+
 def cross_checks(config: Config, source: str) -> None:
     s = config.schedule
+    if s.interval < MIN_INTERVAL:
+        raise ConfigError(
+            f"{s.interval:g} is below the floor of {MIN_INTERVAL:g} s: a check-in keeps a job "
+            f"alive for schedule.idle_after ({s.idle_after:g} s)",
+            key="schedule.interval",
+            source=source,
+        )
     if s.interval >= s.idle_after:
         raise ConfigError(
             f"{s.interval:g} must be less than schedule.idle_after ({s.idle_after:g})",
@@ -44,14 +62,31 @@ def cross_checks(config: Config, source: str) -> None:
             key="schedule.interval",
             source=source,
         )
-    if config.discovery.interval >= s.idle_after:
-        # A job claimed just after a listing must be found before it goes idle.
+    timeout = config.elasticsearch.request_timeout
+    if timeout >= s.idle_after:
+        # One hung request would outlast the idle rule: the job fails before a retry.
         raise ConfigError(
-            f"{config.discovery.interval:g} must be less than schedule.idle_after "
-            f"({s.idle_after:g})",
-            key="discovery.interval",
+            f"{timeout:g} must be less than schedule.idle_after ({s.idle_after:g}), or one "
+            "unanswered request outlasts the idle rule",
+            key="elasticsearch.request_timeout",
             source=source,
         )
+    discovery = config.discovery
+    if discovery.connector_ids:  # the [discovery] rules only apply when it is on
+        if discovery.interval < MIN_DISCOVERY_INTERVAL:
+            raise ConfigError(
+                f"{discovery.interval:g} is below the floor of {MIN_DISCOVERY_INTERVAL:g} s "
+                "(each listing reads every page of the job list)",
+                key="discovery.interval",
+                source=source,
+            )
+        if discovery.interval >= s.idle_after:
+            # A job claimed just after a listing must be found before it goes idle.
+            raise ConfigError(
+                f"{discovery.interval:g} must be less than schedule.idle_after ({s.idle_after:g})",
+                key="discovery.interval",
+                source=source,
+            )
     b = config.backoff
     if b.max < b.initial:
         raise ConfigError(
@@ -65,10 +100,25 @@ def cross_checks(config: Config, source: str) -> None:
             decode_cloud_id(es.cloud_id)
         except ValueError as exc:
             raise ConfigError(str(exc), key="elasticsearch.cloud_id", source=source) from None
+    if es.ssl_assert_fingerprint and es.client_cert is not None:
+        # aiohttp pins a fingerprint or uses a context, not both: the certificate
+        # would silently never be sent.
+        raise ConfigError(
+            "cannot be combined with ssl_assert_fingerprint (the certificate would not be "
+            "sent); use ca_certs to trust the server instead",
+            key="elasticsearch.client_cert",
+            source=source,
+        )
     for key in ("ca_certs", "client_cert", "client_key"):
         path = getattr(es, key)
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{path} does not exist", key=f"elasticsearch.{key}", source=source)
+    try:
+        # Every file TLS names is read and parsed now, as the client will: a file that
+        # passes validate is one the daemon can use.
+        build_context(es)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key=exc.key, source=source) from None
     metrics = config.metrics.address()
     if metrics is not None and not config.metrics.allow_remote and not is_loopback(metrics[0]):
         raise ConfigError(

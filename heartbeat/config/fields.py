@@ -4,7 +4,8 @@ Owns the annotated types that more than one section uses (:data:`PositiveFloat`,
 :data:`FilePath`, :data:`ListenAddress`) and the string parsers that the rest of the
 daemon also calls at run time: ``host:port`` (:func:`parse_listen`, :func:`is_loopback`),
 ``k/N`` shards (:func:`parse_shard`), the password inside a Redis URL
-(:func:`url_password`) and Elastic Cloud IDs (:func:`decode_cloud_id`).
+(:func:`url_password`), Elastic Cloud IDs (:func:`decode_cloud_id`) and what makes a
+secret's value unusable (:func:`secret_problem`).
 
 Each parser is a pure function of its argument that raises ``ValueError`` with a short
 problem: it does not read files or the environment, does not know which section or key
@@ -23,7 +24,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+#: A finite number above 0 (``inf`` and ``nan`` are refused).
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def _no_nul(path: Path) -> Path:
@@ -92,6 +94,20 @@ def url_password(url: str) -> str | None:
     for name, value in parse_qsl(parts.query):
         if name == "password" and value:
             return value
+    return None
+
+
+def secret_problem(value: str, *, in_header: bool) -> str | None:
+    """What is wrong with a secret's value, never quoting it; None when it is usable.
+
+    ``in_header``: sent as is in an HTTP header (an API key, a bearer token), so it must
+    be ASCII as well."""
+    if not value:
+        return "is empty"
+    if any(not char.isprintable() and char != " " for char in value):
+        return "holds a control character (a line break?); it would break every request"
+    if in_header and not value.isascii():
+        return "holds a non-ASCII character, which an HTTP header cannot carry"
     return None
 
 

@@ -15,6 +15,7 @@ how secret files are read (heartbeat.config.secret_files), or the exit code
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from heartbeat.config.checks import control_checks, cross_checks
+from heartbeat.config.inputs import check_environment, check_file_types
 from heartbeat.config.model import ENV_PREFIX, Config
 from heartbeat.config.redact import SECRET_BEARING_KEYS, SECRET_KEYS
 from heartbeat.config.secret_files import (
@@ -76,12 +78,30 @@ def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, s
     return DEFAULT_PATH
 
 
+#: A configuration file larger than this is not one (100,000 ids take about 4 MiB).
+MAX_FILE = 64 * 1024 * 1024
+
+
+def _read_bytes(path: Path) -> bytes:
+    # O_NONBLOCK: a FIFO must not hang validate, or the daemon's event loop on SIGHUP.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):  # /dev/null is all defaults
+            raise ValueError("is not a regular file")
+        raw = handle.read(MAX_FILE + 1)
+    if len(raw) > MAX_FILE:
+        raise ValueError(f"is larger than {MAX_FILE // 2**20} MiB")
+    return raw
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """Parse the TOML file, or raise ConfigError naming the file and the problem."""
     source = str(path)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(_read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError("no such file", source=source) from None
     except PermissionError:
@@ -94,15 +114,24 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {exc}", source=source) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=source) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source) from None
+
+
+def _has_settings(data: Mapping[str, Any]) -> bool:
+    """Whether the parsed file sets anything (tables with no keys set nothing)."""
+    return any(not isinstance(value, Mapping) or _has_settings(value) for value in data.values())
 
 
 def build(data: Mapping[str, Any], *, source: str) -> Config:
     """Validate ``data`` (the parsed file) with ``HEARTBEAT_*`` environment overrides."""
+    check_environment(os.environ)
+    check_file_types(data, source)
     try:
         config = Config(**data)
     except SettingsError as exc:
-        # A HEARTBEAT_* variable pydantic-settings could not parse (a list that is not
-        # JSON, say); its message names the section, never the value.
+        # A HEARTBEAT_* variable pydantic-settings could not parse; its message names
+        # the section, never the value. (Lists are checked first, by check_environment.)
         raise ConfigError(f"environment: {exc}", source=source) from None
     except ValidationError as exc:
         key, message = _first_error(exc)
@@ -115,7 +144,17 @@ def build(data: Mapping[str, Any], *, source: str) -> Config:
     return config
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate the configuration file at ``path`` (see :func:`config_path`)."""
+def load(path: str | os.PathLike[str] | None = None, *, reloading: bool = False) -> Config:
+    """Load and validate the configuration file at ``path`` (see :func:`config_path`).
+
+    ``reloading``: a file that sets nothing is refused (at start it means all defaults;
+    on SIGHUP it is most likely a file caught half-written)."""
     resolved = config_path(path, os.environ)
-    return build(read_file(resolved), source=str(resolved))
+    data = read_file(resolved)
+    if reloading and not _has_settings(data):
+        raise ConfigError(
+            "the file is empty (no settings): refused on reload, as a file caught "
+            "half-written would drop the hosts, the credentials and the ids",
+            source=str(resolved),
+        )
+    return build(data, source=str(resolved))

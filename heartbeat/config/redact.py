@@ -77,6 +77,8 @@ def world_readable(path: Path) -> bool:
 def redacted(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by ``"***"``."""
     data = config.model_dump(mode="json")
+    # The hosts heartbeat will use: with cloud_id, the decoded one, not the default.
+    data["elasticsearch"]["hosts"] = config.elasticsearch.urls()
     if data["control"].get("token") is not None:
         data["control"]["token"] = REDACTED
     es = data["elasticsearch"]

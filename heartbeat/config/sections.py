@@ -36,6 +36,7 @@ from heartbeat.config.fields import (
     decode_cloud_id,
     parse_listen,
     parse_shard,
+    secret_problem,
     url_password,
 )
 from heartbeat.errors import InvalidJobId
@@ -47,6 +48,15 @@ MAX_SOCKET_PATH = 107
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _usable_secret(value: SecretStr | None, *, in_header: bool) -> SecretStr | None:
+    if value is None:
+        return None
+    problem = secret_problem(value.get_secret_value(), in_header=in_header)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class ElasticsearchSettings(_Section):
@@ -79,8 +89,36 @@ class ElasticsearchSettings(_Section):
                 )
             if not host.startswith(("http://", "https://")):
                 raise ValueError(f"{host!r} must start with http:// or https://")
+            if any(not char.isprintable() or char.isspace() for char in host):
+                raise ValueError(f"entry {index} holds a space or a control character")
+            try:
+                parts = urlsplit(host)
+                parts.port  # noqa: B018 (raises ValueError on a bad port)
+            except ValueError:
+                raise ValueError(f"{host!r} is not a valid URL (check the host and port)") from None
+            if not parts.hostname:
+                raise ValueError(f"{host!r} has no host name")
             cleaned.append(host.rstrip("/"))
         return cleaned
+
+    @field_validator("api_key", "bearer_token")
+    @classmethod
+    def _header_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        return _usable_secret(value, in_header=True)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        return _usable_secret(value, in_header=False)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        if value is not None and (problem := secret_problem(value, in_header=False)):
+            raise ValueError(problem)
+        if value is not None and ":" in value:
+            raise ValueError("cannot contain ':' (HTTP basic authentication)")
+        return value
 
     @field_validator("ssl_assert_fingerprint")
     @classmethod
@@ -134,20 +172,20 @@ class ElasticsearchSettings(_Section):
 
 class ScheduleSettings(_Section):
     interval: PositiveFloat = 60.0
-    jitter: float = Field(default=0.1, ge=0, lt=1)
+    jitter: float = Field(default=0.1, ge=0, lt=1, allow_inf_nan=False)
     idle_after: PositiveFloat = 300.0
     max_in_flight: int = Field(default=32, ge=1, le=4096)
-    shutdown_timeout: float = Field(default=10.0, ge=0)
+    shutdown_timeout: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     #: New jobs per second when a batch arrives at once (start-up, a big file).
     ramp_rate: PositiveFloat = 1000.0
     #: Seconds in which every watched job's status is read once (finished jobs are
     #: dropped); 0 turns it off. See heartbeat.finished.
-    status_check_interval: float = Field(default=300.0, ge=0)
+    status_check_interval: float = Field(default=300.0, ge=0, allow_inf_nan=False)
 
 
 class BackoffSettings(_Section):
     initial: PositiveFloat = 1.0
-    multiplier: float = Field(default=2.0, ge=1)
+    multiplier: float = Field(default=2.0, ge=1, allow_inf_nan=False)
     max: PositiveFloat = 60.0
 
 
@@ -205,7 +243,22 @@ class QueueSettings(_Section):
             urlsplit(url).port  # noqa: B018 (raises ValueError on a bad port)
         except ValueError:
             raise ValueError("is not a valid URL (check the host and port)") from None
+        # Imported here: redis is only loaded when a queue is configured.
+        from redis.connection import parse_url
+
+        try:
+            # What the queue source will do with it at start: refused now, not there.
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError) as exc:
+            password = url_password(url)
+            problem = str(exc) if password is None or password not in str(exc) else ""
+            raise ValueError(f"is not a valid Redis URL: {problem or 'cannot be parsed'}") from None
         return url
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        return _usable_secret(value, in_header=False)
 
     @field_validator("shard")
     @classmethod
@@ -344,6 +397,11 @@ class ControlSettings(_Section):
         if size > MAX_SOCKET_PATH:
             raise ValueError(f"is {size} bytes; a Unix socket path has at most {MAX_SOCKET_PATH}")
         return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _usable_secret(value, in_header=True)
 
     @model_validator(mode="after")
     def _one_token(self) -> ControlSettings:
