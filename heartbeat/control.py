@@ -9,15 +9,18 @@ Elasticsearch and does not own the watch list's persistence: it waits for it.
 Endpoints (every answer is JSON, errors as ``{"error": "..."}``)::
 
     GET    /jobs        {"jobs": [JOB, ...]}
-    POST   /jobs        {"ids": [ID, ...]} -> {"added": [...], "already_watched": [...]}
+    POST   /jobs        {"ids": [ID, ...], "ttl"?: N}
+                        -> {"added": [...], "already_watched": [...]}
                         (all ids validated first: one bad id changes nothing)
     GET    /jobs/ID     JOB, or 404
-    PUT    /jobs/ID     watch: 201 JOB when new, 200 JOB when already watched
+    PUT    /jobs/ID     watch: 201 JOB when new, 200 JOB when already watched (a renewal);
+                        {"ttl": N} or ?ttl=N: the claim ends unless renewed in N s
     DELETE /jobs/ID     unwatch: 200 {"id", "removed": true, "sources"}, or 404
     GET    /status      version, jobs, in-flight requests, Elasticsearch state, outage
 
     JOB = {"id", "sources", "last_success", "next_due", "consecutive_failures",
-           "last_error"}, times in ISO 8601 UTC or null.
+           "last_error", "expires_at"}, times in ISO 8601 UTC or null; expires_at is
+           the latest expiry among the job's claims, null when any is permanent.
 
 A 2xx to PUT, POST or DELETE is sent only once the watch list is saved (``[state]
 dir``): an acknowledged id survives ``kill -9``. If saving takes longer than
@@ -60,6 +63,7 @@ from heartbeat.config import ControlSettings
 from heartbeat.errors import ConfigError, InvalidJobId
 from heartbeat.health import elasticsearch_state
 from heartbeat.jobid import validate_job_id
+from heartbeat.leases import check_ttl
 from heartbeat.scheduler import JobView
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
 
@@ -102,7 +106,7 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_json(view: JobView) -> dict[str, Any]:
+def job_json(view: JobView, expires_at: float | None = None) -> dict[str, Any]:
     return {
         "id": view.id,
         "sources": list(view.sources),
@@ -110,7 +114,35 @@ def job_json(view: JobView) -> dict[str, Any]:
         "next_due": iso(view.next_due),
         "consecutive_failures": view.consecutive_failures,
         "last_error": view.last_error,
+        "expires_at": iso(expires_at),
     }
+
+
+def ttl_of(value: object, default: float) -> float | None:
+    """A request's ``ttl`` (None: not given, then ``default``; 0 default: permanent)."""
+    if value is None:
+        return default or None
+    try:
+        return check_ttl(value)
+    except ValueError as exc:
+        raise _Answer(400, f"{exc}; nothing was changed") from None
+
+
+def put_body(body: bytes, query: Any) -> object:
+    """The ``ttl`` of a PUT /jobs/ID: ``{"ttl": N}`` in the body or ``?ttl=N``."""
+    given: object = query.get("ttl")
+    if body.strip():
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _Answer(400, 'the body is not JSON; expected {"ttl": SECONDS} or none') from None
+        if not isinstance(data, dict) or set(data) - {"ttl"}:
+            raise _Answer(400, 'expected a JSON object {"ttl": SECONDS}')
+        if "ttl" in data:
+            if given is not None:
+                raise _Answer(400, "ttl given twice (body and query)")
+            given = data["ttl"]
+    return given
 
 
 def route(raw_path: str) -> tuple[str, str | None]:
@@ -146,13 +178,18 @@ def _is_hex(text: str) -> bool:
 
 def ids_of(body: bytes) -> list[str]:
     """The ``ids`` of a POST /jobs body, all validated; 400 naming the first problem."""
+    return ids_and_ttl(body)[0]
+
+
+def ids_and_ttl(body: bytes) -> tuple[list[str], object]:
+    """The ``ids`` (validated) and the ``ttl`` (unchecked, None if absent) of a POST."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _Answer(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
     if not isinstance(data, dict) or not isinstance(data.get("ids"), list):
         raise _Answer(400, 'expected a JSON object {"ids": ["...", ...]}')
-    unknown = sorted(set(data) - {"ids"})
+    unknown = sorted(set(data) - {"ids", "ttl"})
     if unknown:
         raise _Answer(400, f"unknown fields {unknown}")
     ids: list[str] = data["ids"]
@@ -161,7 +198,7 @@ def ids_of(body: bytes) -> list[str]:
             validate_job_id(job_id)
         except InvalidJobId as exc:
             raise _Answer(400, f"ids[{index}]: {exc}; nothing was changed") from None
-    return list(dict.fromkeys(ids))
+    return list(dict.fromkeys(ids)), data.get("ttl")
 
 
 async def read_body(request: web.BaseRequest) -> bytes:
@@ -198,12 +235,15 @@ class ControlAPI:
                 raise _Answer(405, message, Allow=", ".join(methods))
             body = await read_body(request)
             if segment is not None:
-                return await self._job(request.method, decode_id(segment))
+                ttl: object = None
+                if request.method == "PUT":
+                    ttl = put_body(body, request.query)
+                return await self._job(request.method, decode_id(segment), ttl)
             if endpoint == "status":
                 return answer(200, self.status())
             if request.method == "POST":
-                return await self._watch_many(ids_of(body))
-            return answer(200, {"jobs": [job_json(view) for view in self.hb.scheduler.jobs()]})
+                return await self._watch_many(*ids_and_ttl(body))
+            return answer(200, {"jobs": [self._json(view) for view in self.hb.scheduler.jobs()]})
         except _Answer as early:
             if early.response.status == 413:
                 early.response.force_close()  # do not read the rest of a large body
@@ -223,29 +263,34 @@ class ControlAPI:
             self._refused, self._refused_logged_at = 0, now
         raise _Answer(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
-    async def _job(self, method: str, job_id: str) -> web.Response:
+    def _json(self, view: JobView) -> dict[str, Any]:
+        return job_json(view, self.hb.leases.expires_at(view.id, view.sources))
+
+    async def _job(self, method: str, job_id: str, ttl: object = None) -> web.Response:
         scheduler = self.hb.scheduler
         view = scheduler.job(job_id)
         if method == "GET":
             if view is None:
                 raise _Answer(404, f"not watched: {job_id!r}")
-            return answer(200, job_json(view))
+            return answer(200, self._json(view))
         if method == "PUT":
-            new = scheduler.watch(job_id, NAME)
+            seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
+            new = self.hb.watch(job_id, NAME, ttl=seconds)
             view = scheduler.job(job_id)
             assert view is not None
             await self._persisted()
-            return answer(201 if new else 200, job_json(view))
+            return answer(201 if new else 200, self._json(view))
         if view is None:  # DELETE
             raise _Answer(404, f"not watched: {job_id!r}")
         scheduler.unwatch(job_id, reason=NAME)
         await self._persisted()
         return answer(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
 
-    async def _watch_many(self, ids: list[str]) -> web.Response:
+    async def _watch_many(self, ids: list[str], ttl: object = None) -> web.Response:
         scheduler = self.hb.scheduler
+        seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
         known = {job_id for job_id in ids if job_id in scheduler}
-        scheduler.watch_many(ids, NAME)
+        self.hb.watch_many(ids, NAME, ttl=seconds)
         await self._persisted()
         return answer(
             200,

@@ -123,6 +123,23 @@ def add_jobs_parser(commands: Any) -> None:
             action.add_argument("id", metavar="ID", help="sync job id")
         elif nargs:
             action.add_argument("ids", metavar="ID", nargs=nargs, help="sync job ids")
+        if name == "add":
+            action.add_argument(
+                "--ttl",
+                metavar="SECONDS",
+                type=_ttl_arg,
+                default=None,
+                help="the claims end unless renewed (added again) within SECONDS (at least 1)",
+            )
+
+
+def _ttl_arg(text: str) -> float:
+    from heartbeat.leases import check_ttl  # only when --ttl is given: start-up stays fast
+
+    try:
+        return check_ttl(text, "--ttl")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -133,7 +150,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         ids = [args.id] if args.jobs_command == "show" else list(getattr(args, "ids", []))
         for job_id in ids:
             validate_job_id(job_id)
-        return anyio.run(run, target, args.jobs_command, ids, bool(args.json))
+        ttl = getattr(args, "ttl", None)
+        return anyio.run(run, target, args.jobs_command, ids, bool(args.json), ttl)
     except (Failure, InvalidJobId, ConfigError) as exc:
         print(f"heartbeat jobs: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -244,7 +262,9 @@ def configured_target(explicit: str | None, token: str | None) -> Target:
     return Target(socket=None, url=url, token=token)
 
 
-async def run(target: Target, command: str, ids: list[str], as_json: bool) -> int:
+async def run(
+    target: Target, command: str, ids: list[str], as_json: bool, ttl: float | None = None
+) -> int:
     import aiohttp
 
     connector = aiohttp.UnixConnector(path=str(target.socket)) if target.socket else None
@@ -259,7 +279,7 @@ async def run(target: Target, command: str, ids: list[str], as_json: bool) -> in
         if command == "show":
             return await _show(client, ids[0], as_json)
         if command == "add":
-            return await _add(client, ids, as_json)
+            return await _add(client, ids, as_json, ttl)
         return await _remove(client, ids, as_json)
 
 
@@ -344,7 +364,7 @@ async def _list(client: _Client, as_json: bool) -> int:
         print("no jobs watched")
         return EXIT_OK
     now = time.time()
-    rows = [("ID", "SOURCES", "LAST SUCCESS", "NEXT DUE", "FAILURES", "LAST ERROR")]
+    rows = [("ID", "SOURCES", "LAST SUCCESS", "NEXT DUE", "FAILURES", "EXPIRES", "LAST ERROR")]
     for job in sorted(jobs, key=lambda j: j["id"]):
         rows.append(
             (
@@ -353,13 +373,14 @@ async def _list(client: _Client, as_json: bool) -> int:
                 _ago(job["last_success"], now),
                 _ago(job["next_due"], now, future=True),
                 str(job["consecutive_failures"]),
+                _ago(job.get("expires_at"), now, future=True),
                 job["last_error"] or "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[5]]).rstrip())
+        print("  ".join([*cells, row[6]]).rstrip())
     return EXIT_OK
 
 
@@ -379,6 +400,7 @@ async def _show(client: _Client, job_id: str, as_json: bool) -> int:
         ("last success", f"{last or '-'} ({_ago(last, now)})"),
         ("next due", f"{due or '-'} ({_ago(due, now, future=True)})"),
         ("consecutive failures", str(payload["consecutive_failures"])),
+        ("expires", payload.get("expires_at") or "never (a permanent claim)"),
         ("last error", payload["last_error"] or "-"),
     ]
     for name, value in lines:
@@ -400,15 +422,18 @@ def _batches(ids: list[str]) -> list[list[str]]:
     return batches
 
 
-async def _add(client: _Client, ids: list[str], as_json: bool) -> int:
+async def _add(client: _Client, ids: list[str], as_json: bool, ttl: float | None = None) -> int:
     added: list[str] = []
     already: list[str] = []
     reports: list[dict[str, int]] = []
     batches = _batches(list(dict.fromkeys(ids)))
     failure: Failure | None = None
     for number, batch in enumerate(batches, 1):
+        body: dict[str, Any] = {"ids": batch}
+        if ttl is not None:
+            body["ttl"] = ttl
         try:
-            _, payload = await client.request("POST", "/jobs", {"ids": batch})
+            _, payload = await client.request("POST", "/jobs", body)
         except Failure as exc:
             left = sum(len(rest) for rest in batches[number - 1 :])
             failure = Failure(

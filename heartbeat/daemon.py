@@ -36,6 +36,7 @@ from heartbeat.errors import InvalidJobId
 from heartbeat.finished import StatusChecker
 from heartbeat.health import Health, elasticsearch_state
 from heartbeat.jobid import validate_job_id
+from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.metrics import Metrics
 from heartbeat.reload import reload
 from heartbeat.scheduler import JobView, Scheduler
@@ -79,6 +80,7 @@ class Heartbeat:
             lambda job_id: self._client.get_job(job_id),
             self.scheduler,
             config.schedule.status_check_interval,
+            canceling_grace=config.schedule.canceling_grace,
         )
         #: ``[worker]``: check-ins only while the worker is alive (heartbeat.worker).
         self.worker: WorkerMonitor | None = None
@@ -89,13 +91,17 @@ class Heartbeat:
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
         self._retired: list[Client] = []
+        #: Claims that expire unless renewed (heartbeat.leases).
+        self.leases = LeaseKeeper(self.scheduler)
         self.state: StateStore | None = None
         if config.state.dir is not None:
-            self.state = StateStore(config.state.dir, self.scheduler.sources)
+            self.state = StateStore(
+                config.state.dir, self.scheduler.sources, leases=self.leases.snapshot
+            )
         # Always kept (cheap, O(1) per check-in): embedding code may read hb.health or
         # expose hb.metrics.registry itself. [metrics] listen only adds the listener.
         self.health = Health(self.scheduler, worker=self.worker)
-        self.metrics = Metrics(self.scheduler, self.health)
+        self.metrics = Metrics(self.scheduler, self.health, self.leases)
         self.listener: Listener | None = None
 
     @property
@@ -164,6 +170,8 @@ class Heartbeat:
                 except InvalidJobId as exc:
                     log.warning("state_entry_invalid", error=str(exc))
             restored += self.scheduler.watch_many(valid, source)
+        # A restart is not a renewal; a lease that ended while we were down ends now.
+        self.leases.restore(self.state.loaded_leases)
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
 
@@ -191,6 +199,8 @@ class Heartbeat:
                         await self._tg.__aexit__(exc_type, exc, tb)
             finally:
                 self._tg = None
+                self.leases.close()
+                self.status_checker.close()
                 self._save_on_exit()
                 with anyio.CancelScope(shield=True):
                     for client in (*self._retired, self._client):
@@ -244,12 +254,27 @@ class Heartbeat:
 
     # The library API.
 
-    def watch(self, job_id: str, source: str = "api") -> bool:
-        """Watch ``job_id``; True when it was not watched before. Raises InvalidJobId."""
-        return self.scheduler.watch(job_id, source)
+    def watch(self, job_id: str, source: str = "api", *, ttl: float | None = None) -> bool:
+        """Watch ``job_id``; True when it was not watched before. Raises InvalidJobId.
 
-    def watch_many(self, job_ids: Iterable[str], source: str = "api") -> int:
-        return self.scheduler.watch_many(job_ids, source)
+        With ``ttl`` (seconds, at least 1) this claim ends unless renewed (the same
+        call again) within it; without, the claim is permanent, and a renewal without
+        ``ttl`` makes a leased claim permanent."""
+        return self.watch_many([job_id], source, ttl=ttl) == 1
+
+    def watch_many(
+        self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
+    ) -> int:
+        """Watch several ids (all validated first); returns how many were new."""
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        ids = list(job_ids)
+        added = self.scheduler.watch_many(ids, source)
+        if ttl is not None or len(self.leases.book):
+            self.leases.grant(ids, source, ttl)
+            if self.state is not None:
+                self.state.changed()  # a new expiry must survive a restart
+        return added
 
     def unwatch(self, job_id: str) -> bool:
         """Stop watching ``job_id``; False when it was not watched."""
@@ -313,6 +338,7 @@ class Heartbeat:
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in
         )
         self.status_checker.set_interval(new.schedule.status_check_interval)
+        self.status_checker.canceling_grace = new.schedule.canceling_grace
         if self.worker is not None:
             self.worker.reconfigure(new.worker)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)

@@ -7,10 +7,16 @@ without this a completed job would be checked in for ever. Every
 most :data:`CONCURRENCY` at a time, so they never compete with check-ins for the
 connection pool:
 
-* ``completed``, ``canceled``, ``error``: the job is dropped, whichever sources asked
-  for it (``job_dropped`` with ``reason="finished"`` and ``job_status``);
-* ``canceling``: ``job_canceling`` is logged once per job, and the job kept: its worker
-  is winding down and Elasticsearch's idle rule still applies until it has finished;
+* ``completed``, ``canceled``, ``error``, ``suspended``: the job is dropped, whichever
+  sources asked for it (``job_dropped`` with ``reason="finished"`` and ``job_status``).
+  A connector service that stops gracefully suspends its jobs, and the restarted
+  service runs them again from ``pending``: nothing is left to vouch for;
+* ``canceling``: ``job_canceling`` is logged once per job, and the job is checked in
+  for at most ``[schedule] canceling_grace`` seconds after heartbeat first saw it
+  canceling (here or in discovery's listing): a live worker finishes a cancel in
+  seconds, a dead worker's ``canceling`` job must be left to the idle rule. Then it is
+  dropped with ``reason="finished"`` and ``job_status="canceling"`` (one timer per
+  canceling job, on the scheduler's clock);
 * a genuine 404 from Elasticsearch: dropped as a check-in 404 would be (``not_found``);
 * any other status, and any failure (timeouts, 5xx, a proxy's 404): nothing changes.
   Check-ins report trouble with Elasticsearch already, and while the scheduler is in
@@ -21,7 +27,7 @@ A round takes a snapshot of the watch list and reads job ``i`` of ``n`` at
 out faster than :data:`MAX_READS_PER_SECOND`: a large watch list stretches the round. So a job is
 read about once per interval, and first read at most two intervals after it was added.
 
-This module owns no watch-list state beyond the "canceling already logged" set. It
+This module owns no watch-list state beyond when each job was first seen canceling. It
 does not check in, and reads time only through the scheduler's injected clock.
 """
 
@@ -33,13 +39,19 @@ from typing import Any
 import anyio
 import structlog
 
+from heartbeat.clock import Timer
 from heartbeat.outcomes import NotFound, Outcome, describe
 from heartbeat.scheduler import Scheduler
 
 GetJob = Callable[[str], Awaitable[dict[str, Any] | Outcome]]
 
 #: Statuses after which a job never needs another check-in.
-FINISHED = frozenset({"completed", "canceled", "error"})
+FINISHED = frozenset({"completed", "canceled", "error", "suspended"})
+#: Seconds a canceling job is still checked in after it was first seen canceling.
+CANCELING_GRACE = 60.0
+#: First sightings of jobs no longer watched are forgotten after this many seconds
+#: beyond the grace (discovery must not re-watch a job whose grace is over).
+FORGET_AFTER = 3600.0
 #: Status reads in flight at once. The client's pool has 4 connections beyond the
 #: scheduler's ``max_in_flight``; this leaves room for discovery's listing too.
 CONCURRENCY = 2
@@ -59,6 +71,7 @@ class StatusChecker:
         interval: float,
         *,
         concurrency: int = CONCURRENCY,
+        canceling_grace: float = CANCELING_GRACE,
         logger: Any = None,
     ) -> None:
         self._get_job = get_job
@@ -66,7 +79,10 @@ class StatusChecker:
         self.interval = interval
         self._slots = anyio.Semaphore(concurrency)
         self._changed = anyio.Event()
-        self._canceling_logged: set[str] = set()
+        self.canceling_grace = canceling_grace
+        #: Monotonic time each job was first seen canceling.
+        self._canceling_since: dict[str, float] = {}
+        self._timers: dict[str, Timer] = {}
         self._log = logger if logger is not None else structlog.get_logger("heartbeat")
 
     def set_interval(self, interval: float) -> None:
@@ -90,7 +106,7 @@ class StatusChecker:
         ids = self._scheduler.job_ids()
         start = clock.monotonic()
         interval = max(interval, len(ids) / MAX_READS_PER_SECOND)
-        self._canceling_logged.intersection_update(ids)
+        self._forget_canceling(start)
         if not ids:
             await clock.wait_until(self._changed, start + interval)
             return
@@ -128,8 +144,36 @@ class StatusChecker:
             return
         status = result.get("status")
         if status in FINISHED:
-            self._canceling_logged.discard(job_id)
             self._scheduler.drop(job_id, "finished", job_status=status)
-        elif status == "canceling" and job_id not in self._canceling_logged:
-            self._canceling_logged.add(job_id)
+        elif status == "canceling" and not self.canceling(job_id):
+            self._grace_over(job_id)
+
+    def canceling(self, job_id: str) -> bool:
+        """Note that ``job_id`` is canceling (a status read, a discovery listing); True
+        while it is within ``canceling_grace`` of when it was first seen so."""
+        now = self._scheduler.clock.monotonic()
+        since = self._canceling_since.get(job_id)
+        if since is None:
+            since = self._canceling_since[job_id] = now
             self._log.info("job_canceling", job_id=job_id)
+            self._timers[job_id] = self._scheduler.clock.call_at(
+                now + self.canceling_grace, lambda: self._grace_over(job_id)
+            )
+        return now - since < self.canceling_grace
+
+    def _grace_over(self, job_id: str) -> None:
+        self._timers.pop(job_id, None)
+        if job_id in self._scheduler and job_id in self._canceling_since:
+            self._scheduler.drop(job_id, "finished", job_status="canceling")
+
+    def _forget_canceling(self, now: float) -> None:
+        horizon = now - self.canceling_grace - FORGET_AFTER
+        for job_id, since in list(self._canceling_since.items()):
+            if since < horizon and job_id not in self._scheduler:
+                del self._canceling_since[job_id]
+
+    def close(self) -> None:
+        """Cancel the grace timers (the Heartbeat is stopping)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

@@ -29,6 +29,7 @@ Metrics::
     heartbeat_event_loop_lag_seconds            gauge: the latest lag measurement
     heartbeat_worker_up                         gauge: 1 worker alive, 0 down or not yet
                                                 seen (absent without [worker])
+    heartbeat_claims_expired_total{source}      counter: claims whose TTL passed unrenewed
     heartbeat_build_info{version,python}        gauge, always 1
 
 plus the client library's ``process_*`` and ``python_info``.
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from heartbeat._version import __version__
 from heartbeat.health import Health
+from heartbeat.leases import LeaseKeeper
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
@@ -75,6 +77,9 @@ OUTCOMES: dict[type[Any], str] = {
 #: ``heartbeat_jobs_dropped_total`` reasons, the ``reason`` of ``job_dropped``: a 404 or
 #: a 400 from a check-in, or a status read that found the job over (heartbeat.finished).
 DROP_REASONS = ("not_found", "rejected", "finished")
+#: The sources whose claims may carry a TTL: ``heartbeat_claims_expired_total`` has a
+#: series for each from the first scrape.
+LEASE_SOURCES = ("api", "control", "queue")
 #: Check-in durations: from a loopback answer to the default 10 s request timeout
 #: (and host fail-over beyond it).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -89,11 +94,14 @@ class Metrics:
     loads it.
     """
 
-    def __init__(self, scheduler: Scheduler, health: Health) -> None:
+    def __init__(
+        self, scheduler: Scheduler, health: Health, leases: LeaseKeeper | None = None
+    ) -> None:
         self.checkins = CheckinStats()
         #: Jobs dropped, by reason; every documented reason exists from the start, at 0.
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._state = _StateCollector(scheduler, health)
+        self._leases = leases
         self._registry: CollectorRegistry | None = None
         scheduler.outcome_observers.append(self.checkins.on_outcome)
         scheduler.change_observers.append(self._on_change)
@@ -110,7 +118,10 @@ class Metrics:
             registry = CollectorRegistry()
             # Duck-typed collectors (describe/collect), so this module imports
             # prometheus_client only here.
-            for collector in (self.checkins, _DropCollector(self.drops), self._state):
+            collectors: list[object] = [self.checkins, _DropCollector(self.drops), self._state]
+            if self._leases is not None:
+                collectors.append(_LeaseCollector(self._leases))
+            for collector in collectors:
                 registry.register(cast("Collector", collector))
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -212,6 +223,30 @@ class CheckinStats:
         duration.add_metric([], cumulative, self.seconds)
         duration.samples.append(Sample(f"{duration.name}_created", {}, self._created, None, None))
         return [checkins, duration]
+
+
+class _LeaseCollector:
+    """``heartbeat_claims_expired_total{source}``, read from the lease keeper."""
+
+    def __init__(self, leases: LeaseKeeper) -> None:
+        self._leases = leases
+        self._created = time.time()
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "heartbeat_claims_expired",
+            "Claims (job, source) that ended because their TTL passed without a renewal.",
+            labels=["source"],
+        )
+        counts = {source: 0 for source in LEASE_SOURCES} | dict(self._leases.expired)
+        for source, count in sorted(counts.items()):
+            family.add_metric([source], count, created=self._created)
+        return [family]
 
 
 class _StateCollector:

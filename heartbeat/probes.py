@@ -8,7 +8,9 @@ result means over time (heartbeat.liveness) or act on it (heartbeat.worker).
 * ``pid_file``: the file holds a decimal pid. The worker is alive while that process
   exists and is not a zombie (state ``Z``, or ``X``: dead). Its incarnation is the pid
   plus its start time: field 22 of ``/proc/<pid>/stat`` (clock ticks since boot) plus
-  the boot time (``btime`` in ``/proc/stat``), as wall-clock seconds. A missing, empty
+  the boot time (``btime`` in ``/proc/stat``), as wall-clock seconds. heartbeat's
+  systemd units hide other users' processes (``ProtectProc=invisible``): a sidecar
+  drop-in that sets ``pid_file`` must set ``ProtectProc=default``. A missing, empty
   or unreadable file is "down", never an error: a worker that has not written it yet
   is not known to be alive. heartbeat must see the worker's process: the same host, or
   a Kubernetes pod with ``shareProcessNamespace: true``.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import aiohttp
@@ -40,19 +43,25 @@ _boot_time: float | None = None
 
 
 def boot_time(proc: Path = Path("/proc")) -> float:
-    """When the kernel booted, in seconds since the epoch (``btime`` of /proc/stat)."""
+    """When the kernel booted, in seconds since the epoch: ``btime`` of /proc/stat, or,
+    where /proc/stat is hidden (systemd's ``ProcSubset=pid``), the wall clock minus
+    ``CLOCK_BOOTTIME`` (the clock ``/proc/<pid>/stat`` start times count on)."""
     global _boot_time
-    if _boot_time is None or proc != Path("/proc"):
-        for line in (proc / "stat").read_text().splitlines():
-            if line.startswith("btime "):
-                value = float(line.split()[1])
-                if proc != Path("/proc"):
-                    return value
-                _boot_time = value
-                break
-        else:
-            raise OSError("no btime line in /proc/stat")
+    if proc != Path("/proc"):
+        return _read_btime(proc)
+    if _boot_time is None:
+        try:
+            _boot_time = _read_btime(proc)
+        except OSError:
+            _boot_time = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
     return _boot_time
+
+
+def _read_btime(proc: Path) -> float:
+    for line in (proc / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError(f"no btime line in {proc / 'stat'}")
 
 
 def process_start(pid: int, proc: Path = Path("/proc")) -> tuple[str, int, float]:

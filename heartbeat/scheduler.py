@@ -200,9 +200,17 @@ class Scheduler:
             self._wake.set()
         return len(added)
 
-    def unwatch(self, job_id: str, reason: str = "unwatched", source: str | None = None) -> bool:
+    def unwatch(
+        self,
+        job_id: str,
+        reason: str = "unwatched",
+        source: str | None = None,
+        *,
+        log_source: bool = False,
+    ) -> bool:
         """Stop watching ``job_id``. With ``source``, only that source's claim is
-        withdrawn; the job stays while another source still wants it."""
+        withdrawn; the job stays while another source still wants it. ``log_source``
+        adds ``source`` to the ``job_removed`` line."""
         job = self._jobs.get(job_id)
         if job is None:
             return False
@@ -213,7 +221,10 @@ class Scheduler:
             self._notify_change("sources", job_id, {"removed_source": source})
             return False
         self._remove(job)
-        self._log.info("job_removed", job_id=job_id, reason=reason)
+        if log_source:
+            self._log.info("job_removed", job_id=job_id, reason=reason, source=source)
+        else:
+            self._log.info("job_removed", job_id=job_id, reason=reason)
         self._notify_change("removed", job_id, {"reason": reason})
         return True
 

@@ -63,8 +63,16 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def encode(jobs: dict[str, tuple[str, ...]]) -> bytes:
-    payload = {"version": FORMAT_VERSION, "jobs": {k: list(v) for k, v in jobs.items()}}
+def encode(
+    jobs: dict[str, tuple[str, ...]], leases: dict[str, dict[str, float]] | None = None
+) -> bytes:
+    payload: dict[str, Any] = {
+        "version": FORMAT_VERSION,
+        "jobs": {k: list(v) for k, v in jobs.items()},
+    }
+    if leases:
+        # {id: {source: wall-clock expiry}} (heartbeat.leases); absent: no leases.
+        payload["leases"] = leases
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -84,13 +92,40 @@ def decode(raw: bytes) -> dict[str, tuple[str, ...]]:
     return result
 
 
+def decode_leases(raw: bytes) -> dict[str, dict[str, float]]:
+    """The ``leases`` of a state file that :func:`decode` accepted; entries that are
+    not ``{source: seconds}`` are skipped (the claim is then permanent, as before)."""
+    leases = json.loads(raw.decode("utf-8")).get("leases")
+    if not isinstance(leases, dict):
+        return {}
+    result: dict[str, dict[str, float]] = {}
+    for job_id, by_source in leases.items():
+        if isinstance(by_source, dict):
+            result[job_id] = {
+                source: float(when)
+                for source, when in by_source.items()
+                if isinstance(when, int | float)
+                and not isinstance(when, bool)
+                and abs(when) < 1e12  # seconds since the epoch, not garbage
+            }
+    return result
+
+
 class StateStore:
     """Loads and saves the watch list. ``snapshot`` returns the current list."""
 
-    def __init__(self, directory: Path, snapshot: Callable[[], dict[str, tuple[str, ...]]]):
+    def __init__(
+        self,
+        directory: Path,
+        snapshot: Callable[[], dict[str, tuple[str, ...]]],
+        leases: Callable[[], dict[str, dict[str, float]]] | None = None,
+    ):
         self.directory = directory
         self.path = directory / FILENAME
         self._snapshot = snapshot
+        self._leases = leases
+        #: The leases :meth:`load` found (wall-clock expiries per job and source).
+        self.loaded_leases: dict[str, dict[str, float]] = {}
         self._changed = 0
         self._saved = 0
         self._dirty = anyio.Event()
@@ -148,7 +183,9 @@ class StateStore:
             )
             return {}
         try:
-            return decode(raw)
+            jobs = decode(raw)
+            self.loaded_leases = decode_leases(raw)
+            return jobs
         except (ValueError, UnicodeDecodeError) as exc:
             aside = self._set_aside("corrupt")
             log.error("state_corrupt", path=str(self.path), kept_as=str(aside), error=str(exc))
@@ -183,8 +220,11 @@ class StateStore:
     def save_now(self) -> None:
         """Write synchronously (used at shutdown)."""
         generation = self._changed
-        self._write(encode(self._snapshot()))
+        self._write(self._encode(self._snapshot()))
         self._saved = max(self._saved, generation)
+
+    def _encode(self, snapshot: dict[str, tuple[str, ...]]) -> bytes:
+        return encode(snapshot, self._leases() if self._leases is not None else None)
 
     def _write(self, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -199,7 +239,7 @@ class StateStore:
             self._dirty = anyio.Event()
             generation = self._changed
             snapshot = self._snapshot()
-            data = encode(snapshot)
+            data = self._encode(snapshot)
             try:
                 await anyio.to_thread.run_sync(self._write, data)
             except OSError as exc:

@@ -8,6 +8,7 @@ and a loopback health endpoint that can be switched between 200 and 503.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -69,15 +70,19 @@ class WorkerProcess:
 
 @dataclass
 class HealthServer:
-    """``GET /healthz``: ``status`` and, when set, ``{"started_at": started_at}``."""
+    """``GET /healthz``: ``status`` and, when set, ``{"started_at": started_at}``, after
+    ``delay`` seconds (a hung worker)."""
 
     status: int = 200
     started_at: str | None = None
     url: str = ""
     requests: int = 0
+    delay: float = 0.0
 
     async def handle(self, _request: web.Request) -> web.Response:
         self.requests += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         body: dict[str, Any] = {"status": "ok" if self.status < 300 else "failing"}
         if self.started_at is not None:
             body["started_at"] = self.started_at
@@ -89,7 +94,7 @@ async def health_server() -> AsyncIterator[HealthServer]:
     server = HealthServer()
     app = web.Application()
     app.router.add_get("/healthz", server.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

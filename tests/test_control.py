@@ -27,7 +27,15 @@ from tests.conftest import ES
 from tests.helpers_control import api_client, make_config, running, short_dir
 
 TOKEN = "control-token-0123456789abcdef"
-JOB_FIELDS = {"id", "sources", "last_success", "next_due", "consecutive_failures", "last_error"}
+JOB_FIELDS = {
+    "id",
+    "sources",
+    "last_success",
+    "next_due",
+    "consecutive_failures",
+    "last_error",
+    "expires_at",
+}
 
 
 @pytest.fixture
@@ -517,7 +525,8 @@ async def test_cli_in_process(es: ES, sockdir: Path, capsys: pytest.CaptureFixtu
             assert await run(target, "list", [], False) == 0
             lines = capsys.readouterr().out.splitlines()
             assert lines[0].split() == [
-                "ID", "SOURCES", "LAST", "SUCCESS", "NEXT", "DUE", "FAILURES", "LAST", "ERROR"
+                "ID", "SOURCES", "LAST", "SUCCESS", "NEXT", "DUE", "FAILURES", "EXPIRES",
+                "LAST", "ERROR",
             ]  # fmt: skip
             assert [line.split("  ")[0] for line in lines[1:]] == ["a/b", "c 2", "c-1"]
             assert await run(target, "list", [], True) == 0

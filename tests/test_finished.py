@@ -76,21 +76,32 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
             await clock.advance(0)  # let the first round start at T0
             await advance_to(clock, 650)
             tg.cancel_scope.cancel()
-    # Round 1 reads a, b, c at 1/3, 2/3, 3/3 of the interval; c is finished, so
-    # round 2 (from 300) reads a and b at 1/2 and 2/2.
-    assert reads.calls == [(100, "a"), (200, "b"), (300, "c"), (450, "a"), (600, "b")]
-    assert scheduler.job_ids() == ["a", "b"]
+    # Round 1 reads a, b, c at 1/3, 2/3, 3/3 of the interval; b is canceling from 200
+    # and dropped at 260 (canceling_grace, 60 s); c is finished, so round 2 (from 300)
+    # reads only a, at 600.
+    assert reads.calls == [(100, "a"), (200, "b"), (300, "c"), (600, "a")]
+    assert scheduler.job_ids() == ["a"]
     dropped = [e for e in logs if e["event"] == "job_dropped"]
     assert dropped == [
+        {
+            "event": "job_dropped",
+            "log_level": "warning",
+            "job_id": "b",
+            "reason": "finished",
+            "job_status": "canceling",
+        },
         {
             "event": "job_dropped",
             "log_level": "warning",
             "job_id": "c",
             "reason": "finished",
             "job_status": "completed",
-        }
+        },
     ]
-    assert changes == [("dropped", "c", {"reason": "finished", "job_status": "completed"})]
+    assert changes == [
+        ("dropped", "b", {"reason": "finished", "job_status": "canceling"}),
+        ("dropped", "c", {"reason": "finished", "job_status": "completed"}),
+    ]
     canceling = [e for e in logs if e["event"] == "job_canceling"]
     assert canceling == [{"event": "job_canceling", "log_level": "info", "job_id": "b"}]
 

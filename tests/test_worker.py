@@ -388,3 +388,18 @@ async def test_without_worker_there_is_no_worker_metric_and_no_pause(es: ES) -> 
             samples = await scrape(hb)
             assert all(name != "heartbeat_worker_up" for name, _ in samples)
             assert ControlAPI(hb, token=None).status()["worker"] is None
+
+
+def test_the_boot_time_without_proc_stat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd's ProcSubset=pid, /proc/stat is hidden: CLOCK_BOOTTIME stands in."""
+    from heartbeat import probes
+
+    btime = probes._read_btime(Path("/proc"))
+
+    def hidden(_proc: Path) -> float:
+        raise PermissionError("/proc/stat")
+
+    monkeypatch.setattr(probes, "_boot_time", None)
+    monkeypatch.setattr(probes, "_read_btime", hidden)
+    fallback = probes.boot_time()
+    assert btime <= fallback < btime + 1.5  # btime is in whole seconds

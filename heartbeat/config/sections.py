@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -48,6 +49,16 @@ MAX_SOCKET_PATH = 107
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ttl(value: float) -> float:
+    if 0 < value < 1:
+        raise ValueError("must be 0 (claims never expire) or at least 1 second")
+    return value
+
+
+#: ``default_ttl``: seconds a claim lasts unless renewed; 0: claims never expire.
+DefaultTTL = Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(_ttl)]
 
 
 def _usable_secret(value: SecretStr | None, *, in_header: bool) -> SecretStr | None:
@@ -181,6 +192,9 @@ class ScheduleSettings(_Section):
     #: Seconds in which every watched job's status is read once (finished jobs are
     #: dropped); 0 turns it off. See heartbeat.finished.
     status_check_interval: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    #: Seconds a job is still checked in after heartbeat first sees it ``canceling``;
+    #: then it is dropped (``reason="finished"``, ``job_status="canceling"``).
+    canceling_grace: float = Field(default=60.0, ge=0, allow_inf_nan=False)
 
 
 class BackoffSettings(_Section):
@@ -231,6 +245,8 @@ class QueueSettings(_Section):
     consumer: str = Field(default_factory=socket.gethostname, min_length=1)
     #: ``"k/N"``: keep only ids with ``zlib.crc32(id.encode("utf-8")) % N == k``.
     shard: str | None = None
+    #: Seconds a watch entry without ``ttl`` lasts unless renewed (heartbeat.leases).
+    default_ttl: DefaultTTL = 0.0
 
     @field_validator("url")
     @classmethod
@@ -384,6 +400,8 @@ class ControlSettings(_Section):
     token_file: FilePath | None = None
     #: Allow a non-loopback ``listen`` address.
     allow_remote: bool = False
+    #: Seconds a claim without ``ttl`` lasts unless renewed (heartbeat.leases).
+    default_ttl: DefaultTTL = 0.0
 
     @field_validator("socket", mode="before")
     @classmethod

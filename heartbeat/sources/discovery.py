@@ -6,6 +6,10 @@ and keeps the ``discovery`` claim on exactly those whose ``worker_hostname`` equ
 ``[discovery] worker_hostname``: new ones are watched, the ones that left the set are
 unwatched (``reason="discovery"``; a job another source also asked for stays).
 
+With ``[worker]`` and an incarnation known, only jobs claimed by that incarnation
+(``started_at``); ``canceling`` jobs only for ``[schedule] canceling_grace`` after they
+were first seen canceling (heartbeat.finished).
+
 Only jobs whose worker runs beside this heartbeat: checking in another host's jobs
 would keep a dead worker's jobs looking alive, hiding it from Elasticsearch's idle rule.
 
@@ -31,6 +35,7 @@ from heartbeat.outcomes import Outcome, describe
 if TYPE_CHECKING:
     from heartbeat.client import Client
     from heartbeat.daemon import Heartbeat
+    from heartbeat.finished import StatusChecker
     from heartbeat.worker import WorkerMonitor
 
 log = structlog.get_logger("heartbeat")
@@ -68,7 +73,7 @@ class DiscoverySource:
 
     async def poll(self, hb: Heartbeat) -> None:
         """One listing and reconciliation (nothing changes when the listing fails)."""
-        found = await self.list_ours(hb.client, hb.worker)
+        found = await self.list_ours(hb.client, hb.worker, hb.status_checker)
         if not isinstance(found, set):
             self._failures += 1
             if self._failures == 1:
@@ -94,7 +99,10 @@ class DiscoverySource:
         return {job_id for job_id, sources in hb.scheduler.sources().items() if NAME in sources}
 
     async def list_ours(
-        self, client: Client, worker: WorkerMonitor | None = None
+        self,
+        client: Client,
+        worker: WorkerMonitor | None = None,
+        grace: StatusChecker | None = None,
     ) -> set[str] | Outcome:
         """Ids of this host's running jobs of the configured connectors, or the failure.
         With ``[worker]`` and an incarnation known, only the jobs it claimed (its
@@ -112,6 +120,13 @@ class DiscoverySource:
                         continue
                     if worker is not None and not worker.vouches_for(document):
                         continue  # an earlier incarnation's job: left to the idle rule
+                    if (
+                        status == "canceling"
+                        and grace is not None
+                        and isinstance(document.get("id"), str)
+                        and not grace.canceling(document["id"])
+                    ):
+                        continue  # canceling for longer than canceling_grace
                     try:
                         ours.add(validate_job_id(document.get("id")))
                     except InvalidJobId as exc:

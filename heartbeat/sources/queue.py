@@ -2,7 +2,10 @@
 
 Producers append entries with two fields, ``op`` (``watch`` or ``unwatch``) and ``id``::
 
-    XADD heartbeat:jobs * op watch id <sync job id>
+    XADD heartbeat:jobs * op watch id <sync job id> [ttl <seconds>]
+
+A ``ttl`` (or ``[queue] default_ttl``) makes the claim end unless the same entry comes
+again within it (heartbeat.leases); a watch without either is permanent.
 
 Each daemon reads the whole stream through its own consumer group (``[queue] group``,
 default the host name), so every daemon sees every entry; daemons that share a group
@@ -51,6 +54,7 @@ from heartbeat import backoff, logs
 from heartbeat.config import Config, QueueSettings, parse_shard, redact_url, url_password
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
+from heartbeat.leases import check_ttl
 
 if TYPE_CHECKING:
     from heartbeat.daemon import Heartbeat
@@ -99,6 +103,21 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, str]:
         raise EntryError(str(exc)) from None
 
 
+def parse_ttl(fields: Mapping[bytes, bytes]) -> float | None:
+    """The optional ``ttl`` field of a watch entry: seconds, at least 1."""
+    raw = fields.get(b"ttl")
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise EntryError("ttl must be a number of seconds") from None
+    try:
+        return check_ttl(text)
+    except ValueError as exc:
+        raise EntryError(str(exc)) from None
+
+
 def in_shard(job_id: str, shard: tuple[int, int] | None) -> bool:
     """True when ``job_id`` belongs to shard ``(k, N)``: CRC32 of its UTF-8 bytes mod N is k."""
     if shard is None:
@@ -112,6 +131,8 @@ class Batch:
     """One read, sorted: what to apply in order, what is malformed, what to acknowledge."""
 
     ops: list[tuple[str, str]] = field(default_factory=list)
+    #: The ``ttl`` of each of ``ops`` (None: none given), in the same order.
+    ttls: list[float | None] = field(default_factory=list)
     invalid: list[tuple[str, dict[bytes, bytes], str]] = field(default_factory=list)
     ack: list[str] = field(default_factory=list)
     skipped: int = 0
@@ -125,30 +146,45 @@ def sort_batch(
         batch.ack.append(entry_id)
         try:
             op, job_id = parse_entry(fields)
+            ttl = parse_ttl(fields)
         except EntryError as exc:
             batch.invalid.append((entry_id, dict(fields), str(exc)))
             continue
         if in_shard(job_id, shard):
             batch.ops.append((op, job_id))
+            batch.ttls.append(ttl)
         else:
             batch.skipped += 1
     return batch
 
 
-def apply(hb: Heartbeat, ops: list[tuple[str, str]]) -> tuple[int, int]:
-    """Apply watch/unwatch in order (runs of watches as one batch); ``(added, removed)``."""
+def apply(
+    hb: Heartbeat,
+    ops: list[tuple[str, str]],
+    ttls: list[float | None] | None = None,
+    default_ttl: float = 0.0,
+) -> tuple[int, int]:
+    """Apply watch/unwatch in order (runs of watches with one TTL as one batch);
+    ``(added, removed)``. A watch without ``ttl`` gets ``default_ttl`` (0: permanent)."""
     added = removed = 0
     run: list[str] = []
-    for op, job_id in ops:
+    run_ttl: float | None = None
+    for index, (op, job_id) in enumerate(ops):
         if op == "watch":
+            given = ttls[index] if ttls is not None else None
+            ttl = given if given is not None else (default_ttl or None)
+            if run and ttl != run_ttl:
+                added += hb.watch_many(run, NAME, ttl=run_ttl)
+                run = []
             run.append(job_id)
+            run_ttl = ttl
             continue
         if run:
-            added += hb.watch_many(run, NAME)
+            added += hb.watch_many(run, NAME, ttl=run_ttl)
             run = []
         removed += hb.scheduler.unwatch(job_id, reason="source", source=NAME)
     if run:
-        added += hb.watch_many(run, NAME)
+        added += hb.watch_many(run, NAME, ttl=run_ttl)
     return added, removed
 
 
@@ -257,7 +293,7 @@ class QueueSource:
         self, hb: Heartbeat, client: Redis, settings: QueueSettings, batch: Batch
     ) -> None:
         log_invalid(batch.invalid)
-        added, removed = apply(hb, batch.ops)
+        added, removed = apply(hb, batch.ops, batch.ttls, settings.default_ttl)
         await hb.persisted()
         async with client.pipeline(transaction=True) as pipe:
             for entry_id, fields, problem in batch.invalid:
