@@ -9,10 +9,11 @@ a traceback. Nothing heavy is imported at module level: this module and the pack
 
 A command that runs until stopped (``run``, ``emulator``, ``demo``) takes SIGINT over
 with its own signal handling once it is running, and then stops cleanly (status 0).
+
+The handler is installed as this module is imported, its first statement after
+``import signal``: nothing imports this module but the command itself.
 """
 
-import contextlib
-import os
 import signal
 import sys
 from types import FrameType
@@ -24,13 +25,32 @@ EXIT_SOFTWARE = 70  # sysexits.h: an internal error (a bug)
 INTERRUPTED = "heartbeat: interrupted"
 
 
+def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
+    """SIGINT: one line, status 130, now.
+
+    A handler that exits rather than raising KeyboardInterrupt: raised inside an
+    import, that exception can be swallowed by a library's bare except, and CPython
+    3.11 remembers one raised inside exec() (dataclasses and pydantic build methods
+    with it) and then ends the process by SIGINT instead of with our status."""
+    import contextlib
+    import os
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+# Before anything else that takes time (this module's other imports included).
+signal.signal(signal.SIGINT, _interrupted)
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+
+
 def entry() -> None:
-    # Before any import that takes time. A handler that exits rather than raising
-    # KeyboardInterrupt: raised inside an import, that exception can be swallowed by a
-    # library's bare except, and CPython 3.11 remembers one raised inside exec()
-    # (dataclasses and pydantic build methods with it) and then ends the process by
-    # SIGINT instead of with our status.
-    signal.signal(signal.SIGINT, _interrupted)
     try:
         from heartbeat.cli import main
 
@@ -52,15 +72,6 @@ def entry() -> None:
         else:
             code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(leaf)}")
     sys.exit(code)
-
-
-def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
-    os._exit(EXIT_INTERRUPTED)
 
 
 def _quit(code: int, line: str | None, *, stdout_closed: bool = False) -> int:
