@@ -679,7 +679,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             "control_listening",
             "worker_down",
         }
-        listings = [r for r in es.emu.requests if r.method == "GET" and r.job_id is None]
+        listings = [r for r in es.emu.requests if r.action == "list"]
         assert listings == []  # no discovery listing
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0

@@ -86,6 +86,10 @@ class ElasticsearchSettings(_Section):
     client_cert: FilePath | None = None
     client_key: FilePath | None = None
     request_timeout: PositiveFloat = 10.0
+    #: The cluster heartbeat expects (``GET /``'s ``cluster_uuid``); unset: the first one
+    #: seen, remembered in the state file. A host of another cluster is never trusted
+    #: with a drop (heartbeat.identity).
+    cluster_uuid: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("hosts")
     @classmethod
@@ -195,6 +199,9 @@ class ScheduleSettings(_Section):
     #: Seconds a job is still checked in after heartbeat first sees it ``canceling``;
     #: then it is dropped (``reason="finished"``, ``job_status="canceling"``).
     canceling_grace: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    #: Seconds between a job's first genuine 404 and the check-in that confirms it;
+    #: only a second genuine 404 drops the job.
+    drop_confirm_after: float = Field(default=10.0, ge=0, allow_inf_nan=False)
 
 
 class BackoffSettings(_Section):
