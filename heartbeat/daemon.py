@@ -404,6 +404,8 @@ class Heartbeat:
                 "logging",
                 "queue",
                 "discovery",
+                "control",
+                "worker",
             )
             if getattr(old, section) != getattr(new, section)
         ]
