@@ -10,14 +10,17 @@ a traceback. Nothing heavy is imported at module level: this module and the pack
 A command that runs until stopped (``run``, ``emulator``, ``demo``) takes SIGINT over
 with its own signal handling once it is running, and then stops cleanly (status 0).
 
-The handler is installed as this module is imported, its first statement after
+The handler is installed as this module is imported, in the statement right after
 ``import signal``: nothing imports this module but the command itself.
 """
 
-import signal
+from __future__ import annotations
+
 import sys
-from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -43,7 +46,9 @@ def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
     os._exit(EXIT_INTERRUPTED)
 
 
-# Before anything else that takes time (this module's other imports included).
+# Defined above, installed here: nothing that takes time runs between the two.
+import signal  # noqa: E402
+
 signal.signal(signal.SIGINT, _interrupted)
 
 import contextlib  # noqa: E402
