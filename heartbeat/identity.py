@@ -76,6 +76,8 @@ class ClusterIdentity:
         #: Hosts (as logged) that belong to another cluster, with what they said.
         self.mismatches: dict[str, str] = {}
         self.unavailable_logged = False
+        #: The cluster each host was last logged as ``elasticsearch_connected`` to.
+        self.connected: dict[str, str] = {}
 
     @property
     def expected(self) -> str | None:
@@ -105,7 +107,16 @@ class ClusterIdentity:
         ``elasticsearch_cluster_mismatch`` once)."""
         first = self.mismatches.get(host) != uuid
         self.mismatches[host] = uuid
+        self.connected.pop(host, None)
         return first
+
+    def connected_to(self, host: str, uuid: str) -> bool:
+        """``host`` was confirmed as cluster ``uuid``; True when that is news (log
+        ``elasticsearch_connected`` once per host, not after every reconnection)."""
+        if self.connected.get(host) == uuid:
+            return False
+        self.connected[host] = uuid
+        return True
 
     def forget(self, hosts: list[str]) -> None:
         """Keep only mismatches of hosts still configured (after a reload)."""
