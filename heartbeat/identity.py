@@ -78,6 +78,9 @@ class ClusterIdentity:
         self.unavailable_logged = False
         #: The cluster each host was last logged as ``elasticsearch_connected`` to.
         self.connected: dict[str, str] = {}
+        #: The hosts configured now (None: any); a retired client's late answer from
+        #: a host no longer configured is not recorded.
+        self.hosts: set[str] | None = None
 
     @property
     def expected(self) -> str | None:
@@ -105,6 +108,8 @@ class ClusterIdentity:
     def mismatched(self, host: str, uuid: str) -> bool:
         """Note that ``host`` belongs to cluster ``uuid``; True the first time (log
         ``elasticsearch_cluster_mismatch`` once)."""
+        if self.hosts is not None and host not in self.hosts:
+            return False  # a request of the previous configuration, finishing late
         first = self.mismatches.get(host) != uuid
         self.mismatches[host] = uuid
         self.connected.pop(host, None)
@@ -119,7 +124,9 @@ class ClusterIdentity:
         return True
 
     def forget(self, hosts: list[str]) -> None:
-        """Keep only mismatches of hosts still configured (after a reload)."""
+        """The hosts configured now (at start, and after a reload): mismatches of
+        other hosts are forgotten, and no longer recorded."""
+        self.hosts = set(hosts)
         for host in list(self.mismatches):
             if host not in hosts:
                 del self.mismatches[host]

@@ -23,7 +23,7 @@ from heartbeat import Heartbeat
 from heartbeat.config import Config
 from heartbeat.control import ControlSource
 from heartbeat.emulator import Emulator, Fault, serve
-from heartbeat.state import FILENAME
+from heartbeat.state import FILENAME, OUTCOMES_FILENAME
 from tests.faultproxy import fault_proxy
 from tests.helpers_control import api_client, short_dir
 from tests.helpers_daemon import run_daemon
@@ -326,7 +326,7 @@ async def test_last_success_comes_back_after_kill_9(tmp_path: Path) -> None:
         )
         config.chmod(0o600)
         async with run_daemon(config) as daemon:
-            saved = await saved_outcome(state / FILENAME, "job-a")
+            saved = await saved_outcome(state / OUTCOMES_FILENAME, "job-a")
             daemon.signal(signal.SIGKILL)
             await daemon.wait()
         emu.always(Fault(status=503))  # after the restart, nothing succeeds
