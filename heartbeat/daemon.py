@@ -398,6 +398,8 @@ class Heartbeat:
                 "logging",
                 "queue",
                 "discovery",
+                "control",
+                "worker",
             )
             if getattr(old, section) != getattr(new, section)
         ]

@@ -207,6 +207,11 @@ def cases(f: Files) -> list[Case]:
             "api_key_file device", {es: {"api_key_file": "/dev/zero"}}, "elasticsearch.api_key_file"
         ),
         Case(
+            "api_key_file unset variable",
+            {es: {"api_key_file": "${CREDENTIALS_DIRECTORY}/api_key"}},
+            "api_key_file: ${CREDENTIALS_DIRECTORY}/api_key: $CREDENTIALS_DIRECTORY is not set",
+        ),
+        Case(
             "password_file FIFO",
             {es: {"username": "u", "password_file": f["fifo"]}},
             "elasticsearch.password_file",
