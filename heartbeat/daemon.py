@@ -20,14 +20,14 @@ import signal
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import logs, observability
+from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
@@ -41,13 +41,16 @@ from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
-from heartbeat.observability import Listener
 from heartbeat.reload import reload
 from heartbeat.scheduler import ADD_CHUNK, TIMER_SLACK, JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
 from heartbeat.worker import WorkerMonitor
+
+if TYPE_CHECKING:
+    # aiohttp.web and prometheus_client are loaded only with [metrics] listen.
+    from heartbeat.observability import Listener
 
 log = structlog.get_logger("heartbeat")
 
@@ -73,6 +76,7 @@ class Heartbeat:
             config.elasticsearch.cluster_uuid, on_change=self._identity_changed
         )
         self._client = self._new_client(config)
+        self.identity.forget([host.url for host in self._client.pool.hosts])
         self.scheduler = Scheduler(
             self._client.check_in,
             schedule=config.schedule,
@@ -109,6 +113,7 @@ class Heartbeat:
                 self.scheduler.sources,
                 leases=self.leases.snapshot,
                 extras=self._memories,
+                outcomes=lambda: outcomes_json(self.scheduler.outcome_rows()),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
@@ -147,11 +152,7 @@ class Heartbeat:
 
     def _memories(self) -> dict[str, Any]:
         """The state file's extras (heartbeat.memory)."""
-        return {
-            "cluster_uuid": self.identity.remembered,
-            "outcomes": outcomes_json(self.scheduler.outcome_rows()),
-            "dropped": self.tombstones.to_json(),
-        }
+        return {"cluster_uuid": self.identity.remembered, "dropped": self.tombstones.to_json()}
 
     def dropped(self) -> list[Tombstone]:
         """The tombstones of dropped jobs, oldest first."""
@@ -203,6 +204,8 @@ class Heartbeat:
         # listen set gets the same endpoints. Listening before READY=1 is sent.
         address = self.config.metrics.address()
         if address is not None:
+            from heartbeat import observability
+
             try:
                 self.listener = await self.start(
                     observability.serve, self.metrics, self.health, *address, name="metrics"
@@ -252,7 +255,7 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        outcomes = parse_outcomes(extras.get("outcomes"))
+        outcomes = parse_outcomes(self.state.loaded_outcomes)
         for job_id, outcome in outcomes.items():
             self.scheduler.restore_outcome(
                 job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
@@ -300,6 +303,7 @@ class Heartbeat:
             return
         try:
             self.state.save_now()
+            self.state.save_outcomes_now()  # exact after a clean stop
         except OSError as error:
             log.error("state_save_failed", path=str(self.state.path), error=str(error))
         finally:
