@@ -15,6 +15,7 @@ promtool comes from Debian's ``prometheus`` package (scripts/system-packages, ru
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -125,6 +126,7 @@ def test_the_alerts_cover_what_operators_need() -> None:
         "HeartbeatJobsAtRisk",
         "HeartbeatElasticsearchDown",
         "HeartbeatCredentialsRefused",
+        "HeartbeatWorkerDown",
         "HeartbeatEventLoopLagging",
         "HeartbeatDown",
         "HeartbeatAbsent",
@@ -215,8 +217,13 @@ async def test_every_metric_the_rules_and_the_dashboard_use_is_exported(
 
     job = es.emu.create_job(job_id="job-scraped")
     config = write_config(tmp_path / "hb.toml", es.url, ids=[job])
+    # A [worker] probe, so that heartbeat_worker_up exists: the worker is this test's
+    # own process, alive throughout.
+    pid_file = tmp_path / "worker.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
     with config.open("a") as file:
         file.write('[metrics]\nlisten = "127.0.0.1:0"\n')
+        file.write(f"[worker]\npid_file = {json.dumps(str(pid_file))}\nprobe_interval = 0.5\n")
     async with run_daemon(config) as daemon:
         listening = await daemon.wait_for("metrics_listening")
         await daemon.wait_for("checkin_succeeded")
@@ -226,7 +233,9 @@ async def test_every_metric_the_rules_and_the_dashboard_use_is_exported(
         ):
             assert response.status == 200
             text = await response.text()
-    exported = {name for name, _labels in parse(text)}
+    samples = parse(text)
+    exported = {name for name, _labels in samples}
+    assert samples[("heartbeat_worker_up", frozenset())] == 1.0
     assert used <= exported, f"used by deploy/ but not exported: {sorted(used - exported)}"
 
     # And the exposition itself passes promtool's lint (names, suffixes, help texts).
