@@ -30,6 +30,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from heartbeat.config import inputs
 from heartbeat.emulator import Emulator, serve
 from tests.conftest import ES
 from tests.helpers_daemon import run_daemon
@@ -260,6 +261,12 @@ def cases(f: Files) -> list[Case]:
             "schedule.status_check_interval",
         ),
         Case("ramp 0", {"schedule": {"ramp_rate": 0}}, "schedule.ramp_rate"),
+        Case("ramp slow", {"schedule": {"ramp_rate": 0.01}}, "schedule.ramp_rate"),
+        Case(
+            "status tiny",
+            {"schedule": {"status_check_interval": 0.001}},
+            "schedule.status_check_interval",
+        ),
         Case("multiplier true", {"backoff": {"multiplier": True}}, "backoff.multiplier"),
         Case("backoff max", {"backoff": {"initial": 2, "max": 1}}, "backoff.max"),
         Case("ids string", {"jobs": {"ids": "job-1"}}, "jobs.ids"),
@@ -310,6 +317,20 @@ def cases(f: Files) -> list[Case]:
         Case("key typo", {"schedule": {"intervall": 30}}, "schedule.intervall: unknown key"),
     ]
     return c
+
+
+#: For each kind of key, a TOML value of another kind.
+WRONG_TYPE = {"a list": 5, "true or false": "yes", "a whole number": True, "a number": True}
+
+
+def wrong_types() -> list[Case]:
+    """Every key of every section (added ones too) with a value of the wrong TOML type."""
+    found = []
+    for section, model in inputs._sections().items():
+        for key in model.model_fields:
+            value = WRONG_TYPE.get(inputs._expected(section, key), 5)  # strings get 5
+            found.append(Case(f"{section}.{key} type", {section: {key: value}}, f"{section}.{key}"))
+    return found
 
 
 #: Odd but legal: validate, check-in (against the emulator) and run accept them alike.
@@ -451,7 +472,7 @@ def start_cases(files: Files, url: str) -> tuple[list[Case], list[Case], list[di
     """The refused and the accepted cases, and the driver's specs for both."""
     directory = Path(tempfile.mkdtemp(dir=files.root))
     directory.chmod(0o755)
-    refused = cases(files) + env_cases() + credential_cases(files)
+    refused = cases(files) + wrong_types() + env_cases() + credential_cases(files)
     specs = []
     for index, case in enumerate(refused):
         path = write_case(directory, index, render(BASE, case.sections))
@@ -566,7 +587,7 @@ async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) ->
         await until(lambda: len(es.emu.checkins("job-a")) >= 1)
         # Were any of these applied, check-ins would go to the other emulator.
         moved = {"elasticsearch": {"hosts": [other_url]}, "jobs": {"ids": ["job-b"]}}
-        hostile = cases(files)
+        hostile = cases(files) + wrong_types()
         texts = [render(running, moved, case.sections) for case in hostile]
         # Item 6: a file with no settings in it, as a file caught half-written looks.
         for name, text in [
@@ -686,3 +707,33 @@ def test_the_driver_sees_what_an_operator_sees(files: Files, tmp_path: Path) -> 
         )
         assert real.returncode == 78
         assert "elasticsearch.ca_certs" in real.stderr
+
+
+async def test_what_validate_accepts_run_starts_with(files: Files, es: ES, tmp_path: Path) -> None:
+    """The accepted cases, each as a real daemon: it starts, checks in, stops with 0."""
+    good = accepted(files)
+    # The job each daemon checks in: its own, or the one its environment names.
+    jobs = [
+        json.loads(case.env.get("HEARTBEAT_JOBS__IDS", "[]") or "[]")[:1] or [f"job-{index}"]
+        for index, case in enumerate(good)
+    ]
+    for (job_id,) in jobs:
+        es.emu.create_job(job_id=job_id)
+    paths = []
+    for index, case in enumerate(good):
+        base = running_config(es.url, jobs={"ids": [f"job-{index}"]})
+        paths.append(tmp_path / f"good-{index}.toml")
+        paths[-1].write_text(render(base, case.sections))
+    codes: dict[str, int] = {}
+
+    async def one(index: int, case: Case) -> None:
+        async with run_daemon(paths[index], env=case.env) as daemon:
+            await daemon.wait_for("daemon_started", within=30)
+            await until(lambda: len(es.emu.checkins(jobs[index][0])) >= 1, within=30)
+            daemon.signal(signal.SIGTERM)
+            codes[case.name] = await daemon.wait()
+
+    async with anyio.create_task_group() as tg:
+        for index, case in enumerate(good):
+            tg.start_soon(one, index, case)
+    assert codes == {case.name: 0 for case in good}

@@ -142,8 +142,7 @@ async def validate(tmp_path: Path) -> dict[str, Any]:
             check=False,
         )
     assert result.returncode == 0, result.stderr.decode()
-    out = result.stdout.decode()
-    return dict(json.loads(out[out.index("\n") + 1 :]))
+    return dict(json.loads(result.stdout.decode()))  # stdout is exactly the JSON
 
 
 def port_of(reference: int | str) -> int:

@@ -2,7 +2,8 @@
 
 Owns the rules no single section can enforce alone: ``schedule.interval`` (with jitter),
 ``elasticsearch.request_timeout`` and ``discovery.interval`` below
-``schedule.idle_after``, the floors of the two intervals, ``backoff.max`` not below
+``schedule.idle_after``, the floors of the two intervals, of
+``schedule.status_check_interval`` and of ``schedule.ramp_rate``, ``backoff.max`` not below
 ``backoff.initial``, a decodable ``elasticsearch.cloud_id``, certificate files that
 exist and parse (the TLS context is built here, as the client will build it),
 loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``, and a
@@ -37,6 +38,12 @@ def usable_token(token: str) -> bool:
 MIN_INTERVAL = 1.0
 #: The shortest ``discovery.interval``: each listing reads every page of the job list.
 MIN_DISCOVERY_INTERVAL = 1.0
+#: The shortest ``schedule.status_check_interval`` (other than 0, off): each round reads
+#: every watched job once.
+MIN_STATUS_CHECK_INTERVAL = 10.0
+#: The slowest ``schedule.ramp_rate``: new jobs wait for their first check-in in line,
+#: one every 1 / ramp_rate seconds, and must not wait out the idle rule.
+MIN_RAMP_RATE = 10.0
 
 
 def cross_checks(config: Config, source: str) -> None:
@@ -60,6 +67,20 @@ def cross_checks(config: Config, source: str) -> None:
             f"{s.interval * (1 + s.jitter):g}, which must be less than "
             f"schedule.idle_after ({s.idle_after:g})",
             key="schedule.interval",
+            source=source,
+        )
+    if 0 < s.status_check_interval < MIN_STATUS_CHECK_INTERVAL:
+        raise ConfigError(
+            f"{s.status_check_interval:g} is below the floor of {MIN_STATUS_CHECK_INTERVAL:g} s "
+            "(each round reads every watched job; 0 turns the reads off)",
+            key="schedule.status_check_interval",
+            source=source,
+        )
+    if s.ramp_rate < MIN_RAMP_RATE:
+        raise ConfigError(
+            f"{s.ramp_rate:g} is below the floor of {MIN_RAMP_RATE:g} jobs per second: a "
+            "batch of new jobs waits in line for its first check-in",
+            key="schedule.ramp_rate",
             source=source,
         )
     timeout = config.elasticsearch.request_timeout
