@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         "save them at exit",
     )
     emulator.add_argument(
+        "--cluster-uuid",
+        default="emulator",
+        help="the cluster_uuid that GET / answers (default 'emulator')",
+    )
+    emulator.add_argument(
         "--api-key-file",
         metavar="PATH",
         help="require 'Authorization: ApiKey <contents of PATH>' "
@@ -221,7 +226,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     logs.configure(format="auto", level="info")
     try:
-        anyio.run(run_emulator, args.host, args.port, api_key, args.data)
+        anyio.run(run_emulator, args.host, args.port, api_key, args.data, args.cluster_uuid)
     except (ListenError, DataFileError) as exc:
         print(f"heartbeat emulator: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -11,6 +11,7 @@ the scheduler's business.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import platform
@@ -29,6 +30,7 @@ from heartbeat._version import __version__
 from heartbeat.config import ElasticsearchSettings
 from heartbeat.config.tls import build_context
 from heartbeat.hosts import Host, HostPool, dead_time
+from heartbeat.identity import CONFIRM_WINDOW, IDENTITY_PRIVILEGE, ClusterIdentity, ClusterInfo
 from heartbeat.jobid import encode_segment, validate_job_id
 from heartbeat.outcomes import (
     Misrouted,
@@ -112,7 +114,7 @@ class Answer:
     check-in's answer never needs it.
     """
 
-    __slots__ = ("_body", "_parsed", "is_elasticsearch", "raw", "retry_after", "status")
+    __slots__ = ("_body", "_parsed", "host", "is_elasticsearch", "raw", "retry_after", "status")
 
     def __init__(
         self, status: int, is_elasticsearch: bool, raw: bytes, retry_after: str | None = None
@@ -121,6 +123,7 @@ class Answer:
         self.is_elasticsearch = is_elasticsearch
         self.raw = raw
         self.retry_after = retry_after
+        self.host: Host | None = None  # which host answered (set by Client.request)
         self._body: Any = None
         self._parsed = False
 
@@ -157,6 +160,7 @@ class Client:
         max_in_flight: int = 32,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        identity: ClusterIdentity | None = None,
     ) -> None:
         self._settings = settings
         self._urls = [URL(url) for url in settings.urls()]
@@ -164,6 +168,9 @@ class Client:
         # What logs name: never credentials (the configuration refuses them anyway).
         self.pool = HostPool([str(url.with_user(None)) for url in self._urls])
         self._monotonic = monotonic
+        self.identity = identity if identity is not None else ClusterIdentity(settings.cluster_uuid)
+        #: The ``GET /`` read under way on each host, shared by concurrent requests.
+        self._identity_reads: dict[int, asyncio.Future[tuple[Retryable, bool] | None]] = {}
         self._auth = auth_header(settings)
         self._max_in_flight = max_in_flight
         self._session: aiohttp.ClientSession | None = None
@@ -226,7 +233,9 @@ class Client:
 
         An attempt that cannot connect, times out or loses its connection marks its
         host dead (:mod:`heartbeat.hosts`) and the request goes to the next live host
-        at once; any other transport failure is returned as a Retryable outcome.
+        at once, as it does from a host of another cluster (:mod:`heartbeat.identity`:
+        ``GET /`` is read at first contact with each host and after a reconnection);
+        any other transport failure is returned as a Retryable outcome.
         """
         if self._session is None:
             raise RuntimeError("Client used outside 'async with'")
@@ -238,58 +247,76 @@ class Client:
         while (choice := pool.pick(self._monotonic(), tried)) is not None:
             host, trial = choice
             tried |= {host.index}
-            # encoded=True: yarl must not re-normalise the path (".." or "%2F" in an id).
-            url = URL(self._bases[host.index] + path, encoded=True)
-            try:
-                async with self._session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False
-                ) as response:
-                    raw = await response.content.read(max_body)
-                    answer = _answer(response, raw)
-            except aiohttp.ClientConnectorCertificateError as exc:
-                pool.released(host, trial=trial)
-                return Retryable(
-                    "tls", f"TLS certificate verification failed: {exc.certificate_error}"
-                )
-            except aiohttp.ClientConnectorSSLError as exc:
-                pool.released(host, trial=trial)
-                return Retryable("tls", f"TLS error: {exc.os_error}")
-            except aiohttp.ServerFingerprintMismatch:
-                pool.released(host, trial=trial)
-                return Retryable("tls", "server certificate does not match ssl_assert_fingerprint")
-            except aiohttp.ClientConnectorError as exc:
-                failure = Retryable("connection", f"cannot connect to {host.url}: {exc.os_error}")
-                self._host_failed(host, trial, failure)
-            except TimeoutError:
-                failure = Retryable(
-                    "timeout", f"no answer within {self._settings.request_timeout:g} s"
-                )
-                self._host_failed(host, trial, failure)
-            except aiohttp.ClientSSLError as exc:
-                pool.released(host, trial=trial)
-                return Retryable("tls", f"TLS error: {exc}")
-            except aiohttp.ClientPayloadError as exc:
-                pool.released(host, trial=trial)
-                return Retryable("malformed", f"broken response body: {exc}")
-            except aiohttp.ClientResponseError as exc:
-                pool.released(host, trial=trial)
-                return Retryable("malformed", f"invalid HTTP response: {exc.message}")
-            except aiohttp.ClientError as exc:
-                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                failure = Retryable("connection", reason)
-                self._host_failed(host, trial, failure)
-            except (OSError, ValueError) as exc:
-                pool.released(host, trial=trial)
-                return Retryable("connection", f"{type(exc).__name__}: {exc}")
-            except BaseException:  # cancelled: the attempt says nothing about the host
-                pool.released(host, trial=trial)
-                raise
-            else:
+            if host.identity is None or host.identity == "mismatch":
+                refused = await self._identify(host, trial)
+                if refused is not None:
+                    failure, go_on = refused
+                    if go_on:
+                        continue
+                    return failure
+                trial = False  # the identity read was the trial
+            result, dead = await self._attempt(host, trial, method, path, data, headers, max_body)
+            if isinstance(result, Answer):
                 if pool.answered(host, trial=trial):
                     log.info("elasticsearch_host_up", host=host.url)
-                return answer
+                return result
+            failure = result
+            if not dead:
+                pool.released(host, trial=trial)
+                return failure
+            self._host_failed(host, trial, failure)
         assert failure is not None
         return failure
+
+    async def _attempt(
+        self,
+        host: Host,
+        trial: bool,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        max_body: int,
+    ) -> tuple[Answer | Retryable, bool]:
+        """One attempt on one host: the answer, or the failure and whether it means
+        the host is dead (cannot connect, timed out, lost the connection)."""
+        assert self._session is not None
+        # encoded=True: yarl must not re-normalise the path (".." or "%2F" in an id).
+        url = URL(self._bases[host.index] + path, encoded=True)
+        try:
+            async with self._session.request(
+                method, url, data=data, headers=headers, allow_redirects=False
+            ) as response:
+                raw = await response.content.read(max_body)
+                answer = _answer(response, raw)
+                answer.host = host
+                return answer, False
+        except aiohttp.ClientConnectorCertificateError as exc:
+            reason = f"TLS certificate verification failed: {exc.certificate_error}"
+            return Retryable("tls", reason), False
+        except aiohttp.ClientConnectorSSLError as exc:
+            return Retryable("tls", f"TLS error: {exc.os_error}"), False
+        except aiohttp.ServerFingerprintMismatch:
+            reason = "server certificate does not match ssl_assert_fingerprint"
+            return Retryable("tls", reason), False
+        except aiohttp.ClientConnectorError as exc:
+            return Retryable("connection", f"cannot connect to {host.url}: {exc.os_error}"), True
+        except TimeoutError:
+            reason = f"no answer within {self._settings.request_timeout:g} s"
+            return Retryable("timeout", reason), True
+        except aiohttp.ClientSSLError as exc:
+            return Retryable("tls", f"TLS error: {exc}"), False
+        except aiohttp.ClientPayloadError as exc:
+            return Retryable("malformed", f"broken response body: {exc}"), False
+        except aiohttp.ClientResponseError as exc:
+            return Retryable("malformed", f"invalid HTTP response: {exc.message}"), False
+        except aiohttp.ClientError as exc:
+            return Retryable("connection", f"{type(exc).__name__}: {exc}".rstrip(": ")), True
+        except (OSError, ValueError) as exc:
+            return Retryable("connection", f"{type(exc).__name__}: {exc}"), False
+        except BaseException:  # cancelled: the attempt says nothing about the host
+            self.pool.released(host, trial=trial)
+            raise
 
     def _host_failed(self, host: Host, trial: bool, failure: Retryable) -> None:
         if self.pool.failed(host, self._monotonic(), trial=trial):
@@ -301,6 +328,120 @@ class Client:
                 retry_in_s=dead_time(host.failures),
             )
 
+    async def _identify(
+        self, host: Host, trial: bool, *, max_age: float | None = None
+    ) -> tuple[Retryable, bool] | None:
+        """Read ``GET /`` on ``host`` unless it is known (or, with ``max_age``, was
+        confirmed that recently). None when requests may go to it; else the failure and
+        whether the request goes on to the next host. Concurrent callers share one read:
+        a host that never answers costs one timeout, not one per waiting request."""
+        fresh = host.identity == "confirmed" and (
+            max_age is None or self._monotonic() - host.identity_at <= max_age
+        )
+        if fresh or host.identity in ("unavailable", "unknown"):
+            return None
+        reading = self._identity_reads.get(host.index)
+        if reading is not None:
+            shared = await asyncio.shield(reading)
+            if trial:
+                self.pool.released(host, trial=True)
+            return shared
+        reading = asyncio.get_running_loop().create_future()
+        self._identity_reads[host.index] = reading
+        result: tuple[Retryable, bool] | None = (Retryable("connection", "cancelled"), True)
+        try:
+            result = await self._read_identity(host, trial)
+            return result
+        finally:
+            del self._identity_reads[host.index]
+            reading.set_result(result)
+
+    async def _read_identity(self, host: Host, trial: bool) -> tuple[Retryable, bool] | None:
+        result, dead = await self._attempt(host, trial, "GET", "/", None, None, MAX_BODY)
+        if isinstance(result, Retryable):
+            if dead:
+                self._host_failed(host, trial, result)
+            else:
+                self.pool.released(host, trial=trial)
+            return result, dead
+        mismatch = self._judge(host, result)
+        if mismatch is not None:
+            # Skipped like a dead host; its trials read GET / again.
+            self.pool.failed(host, self._monotonic(), trial=trial)
+            return mismatch, True
+        if self.pool.answered(host, trial=trial):
+            log.info("elasticsearch_host_up", host=host.url)
+        return None
+
+    def _judge(self, host: Host, answer: Answer) -> Retryable | None:
+        """Record what ``GET /`` said about ``host``; a Retryable when it belongs to
+        another cluster."""
+        previous = host.identity
+        if answer.status in (401, 403):
+            host.identity = "unavailable"
+            if not self.identity.unavailable_logged:
+                self.identity.unavailable_logged = True
+                log.warning(
+                    "cluster_identity_unavailable",
+                    host=host.url,
+                    status=answer.status,
+                    needed=IDENTITY_PRIVILEGE,
+                    problem="GET / refused: drops are not checked against the cluster",
+                )
+            return None
+        info = ClusterInfo.parse(answer.body) if answer.is_elasticsearch else None
+        if answer.status != 200 or info is None:
+            host.identity = "unknown"  # a 404 from it is confirmed before any drop
+            return None
+        expected = self.identity.expected
+        if self.identity.judge(host.url, info.uuid) == "match":
+            host.identity = "confirmed"
+            host.identity_at = self._monotonic()
+            if previous is None or previous == "mismatch":
+                log.info(
+                    "elasticsearch_connected",
+                    host=host.url,
+                    cluster_uuid=info.uuid,
+                    cluster_name=info.name,
+                    version=info.version,
+                )
+            return None
+        host.identity = "mismatch"
+        if self.identity.mismatched(host.url, info.uuid):
+            log.error(
+                "elasticsearch_cluster_mismatch",
+                host=host.url,
+                expected=expected,
+                found=info.uuid,
+                cluster_name=info.name,
+            )
+        return Retryable(
+            "cluster_mismatch",
+            f"{host.url} belongs to cluster {info.uuid}, not the expected {expected}",
+        )
+
+    async def _prove(self, answer: Answer, outcome: NotFound) -> Outcome:
+        """A genuine 404 drops a job only from a host confirmed as the expected
+        cluster within CONFIRM_WINDOW seconds: read ``GET /`` again when it was not."""
+        host = answer.host
+        if host is None or host.identity == "unavailable":
+            return outcome  # GET / is refused: as before identity checks
+        if host.identity == "confirmed" and (
+            self._monotonic() - host.identity_at <= CONFIRM_WINDOW
+        ):
+            return outcome
+        if host.identity == "unknown":
+            host.identity = None
+        refused = await self._identify(host, False, max_age=CONFIRM_WINDOW)
+        if refused is not None:
+            return refused[0]
+        if host.identity in ("confirmed", "unavailable"):
+            return outcome
+        return Retryable(
+            "cluster_unconfirmed",
+            f"404 from {host.url}, whose cluster could not be confirmed with GET /",
+        )
+
     async def check_in(self, job_id: str) -> Outcome:
         """``PUT /_connector/_sync_job/<id>/_check_in``, as one typed outcome."""
         validate_job_id(job_id)
@@ -308,7 +449,10 @@ class Client:
         if isinstance(answer, Retryable):
             return answer
         # The wall clock only matters for a Retry-After date.
-        return classify(answer, now_wall=self._wall_now() if answer.retry_after else 0.0)
+        outcome = classify(answer, now_wall=self._wall_now() if answer.retry_after else 0.0)
+        if type(outcome) is NotFound:
+            return await self._prove(answer, outcome)
+        return outcome
 
     async def get_job(self, job_id: str) -> dict[str, Any] | Outcome:
         """``GET /_connector/_sync_job/<id>``: the document, or why not."""
@@ -321,6 +465,8 @@ class Client:
             if isinstance(answer.body, dict):
                 return answer.body
             return Retryable("malformed", "job document is not a JSON object")
+        if type(outcome) is NotFound:
+            return await self._prove(answer, outcome)
         return outcome
 
     async def list_jobs(

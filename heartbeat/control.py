@@ -64,6 +64,7 @@ from heartbeat.errors import ConfigError, InvalidJobId
 from heartbeat.health import elasticsearch_state
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import check_ttl
+from heartbeat.memory import Tombstone
 from heartbeat.scheduler import JobView
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
 
@@ -82,7 +83,13 @@ UNAUTHORIZED_LOG_PERIOD = 60.0
 #: Seconds in-flight requests get when the daemon stops.
 SHUTDOWN_GRACE = 1.0
 
-_METHODS = {"jobs": ("GET", "POST"), "job": ("DELETE", "GET", "PUT"), "status": ("GET",)}
+_METHODS = {
+    "jobs": ("GET", "POST"),
+    "job": ("DELETE", "GET", "PUT"),
+    "status": ("GET",),
+    "dropped": ("GET",),
+    "restore": ("POST",),
+}
 
 
 class _Answer(Exception):
@@ -145,14 +152,20 @@ def put_body(body: bytes, query: Any) -> object:
     return given
 
 
+def tombstone_json(tombstone: Tombstone) -> dict[str, Any]:
+    return {**tombstone.to_json(), "dropped_at": iso(tombstone.dropped_at)}
+
+
 def route(raw_path: str) -> tuple[str, str | None]:
     """``(endpoint, still-encoded id segment)`` for a raw request target; 404 otherwise."""
     path = raw_path.split("?", 1)[0]
     segments = path[1:].split("/") if path.startswith("/") else []
-    if segments in (["jobs"], ["status"]):
+    if segments in (["jobs"], ["status"], ["dropped"]):
         return segments[0], None
     if len(segments) == 2 and segments[0] == "jobs":
         return "job", segments[1]
+    if len(segments) == 3 and segments[0] == "dropped" and segments[2] == "restore":
+        return "restore", segments[1]
     hint = "; a '/' inside an id is sent as %2F" if segments[:1] == ["jobs"] else ""
     raise _Answer(404, f"no such endpoint: {path or raw_path}{hint}")
 
@@ -234,6 +247,9 @@ class ControlAPI:
                 message = f"{request.method} is not allowed here; allowed: {', '.join(methods)}"
                 raise _Answer(405, message, Allow=", ".join(methods))
             body = await read_body(request)
+            if endpoint == "restore":
+                assert segment is not None
+                return await self._restore(decode_id(segment))
             if segment is not None:
                 ttl: object = None
                 if request.method == "PUT":
@@ -241,6 +257,8 @@ class ControlAPI:
                 return await self._job(request.method, decode_id(segment), ttl)
             if endpoint == "status":
                 return answer(200, self.status())
+            if endpoint == "dropped":
+                return answer(200, {"dropped": [tombstone_json(t) for t in self.hb.dropped()]})
             if request.method == "POST":
                 return await self._watch_many(*ids_and_ttl(body))
             return answer(200, {"jobs": [self._json(view) for view in self.hb.scheduler.jobs()]})
@@ -285,6 +303,16 @@ class ControlAPI:
         scheduler.unwatch(job_id, reason=NAME)
         await self._persisted()
         return answer(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
+
+    async def _restore(self, job_id: str) -> web.Response:
+        """Watch a dropped job again with its former sources' claims (permanent)."""
+        tombstone = self.hb.restore(job_id)
+        if tombstone is None:
+            raise _Answer(404, f"not a dropped job: {job_id!r}")
+        await self._persisted()
+        view = self.hb.scheduler.job(job_id)
+        assert view is not None
+        return answer(200, {"id": job_id, "restored": True, "job": job_json(view)})
 
     async def _watch_many(self, ids: list[str], ttl: object = None) -> web.Response:
         scheduler = self.hb.scheduler

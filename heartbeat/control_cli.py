@@ -1,11 +1,13 @@
-"""``heartbeat jobs list | add | remove | show``: the control API from the command line.
+"""``heartbeat jobs list | add | remove | show | dropped | restore``: the control API
+from the command line.
 
 Owns finding the daemon (``--socket PATH``, else ``--url URL``, else ``[control]
 socket`` of the configuration file, else its ``[control] listen`` with ``token_file``,
 else ``/run/heartbeat/control.sock``), the requests, and turning answers into text (or
-``--json``) and exit codes: 0 done, 1 a job to show or remove is not watched, 2
-anything else (cannot connect, refused, bad id). ``add`` sends many ids in batches
-under the API's 64 KiB body limit and reports each batch on stderr.
+``--json``) and exit codes: 0 done, 1 a job to show or remove is not watched (or to
+restore is not a dropped job), 2 anything else (cannot connect, refused, bad id).
+``add`` sends many ids in batches under the API's 64 KiB body limit and reports each
+batch on stderr.
 
 Only the ``[control]`` section of the configuration is read: the rest (the
 Elasticsearch credentials above all) may be unreadable to the operator running this.
@@ -111,6 +113,8 @@ def add_jobs_parser(commands: Any) -> None:
         ("add", "watch these ids (source 'control'); saved before the answer", "+"),
         ("remove", "stop watching these ids (exit 1 if one was not watched)", "+"),
         ("show", "one job (exit 1 if it is not watched)", None),
+        ("dropped", "the dropped jobs that can be restored (last 1,000 or 24 h)", None),
+        ("restore", "watch dropped jobs again, with their former sources", "+"),
     ):
         action = actions.add_parser(
             name,
@@ -260,6 +264,10 @@ async def run(
             return await _show(client, ids[0], as_json)
         if command == "add":
             return await _add(client, ids, as_json, ttl)
+        if command == "dropped":
+            return await _dropped(client, as_json)
+        if command == "restore":
+            return await _restore(client, ids, as_json)
         return await _remove(client, ids, as_json)
 
 
@@ -470,4 +478,54 @@ async def _remove(client: _Client, ids: list[str], as_json: bool) -> int:
             print(f"removed: {_shown(item['id'])}{note}")
         for job_id in missing:
             print(f"not watched: {_shown(job_id)}", file=sys.stderr)
+    return EXIT_NOT_WATCHED if missing else EXIT_OK
+
+
+async def _dropped(client: _Client, as_json: bool) -> int:
+    _, payload = await client.request("GET", "/dropped")
+    if as_json:
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    dropped = payload.get("dropped", [])
+    if not dropped:
+        print("no dropped jobs")
+        return EXIT_OK
+    now = time.time()
+    rows = [("ID", "REASON", "STATUS", "DROPPED", "SOURCES", "SERVER REASON")]
+    for item in dropped:
+        rows.append(
+            (
+                _shown(item["id"]),
+                item["reason"],
+                "" if item["status"] is None else str(item["status"]),
+                _ago(item["dropped_at"], now),
+                ",".join(item["sources"]),
+                item["server_reason"] or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[5]]).rstrip())
+    return EXIT_OK
+
+
+async def _restore(client: _Client, ids: list[str], as_json: bool) -> int:
+    restored: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for job_id in dict.fromkeys(ids):
+        segment = _path(job_id).removeprefix("/jobs/")
+        status, payload = await client.request("POST", f"/dropped/{segment}/restore")
+        if status == 404:
+            missing.append(job_id)
+        else:
+            restored.append(payload)
+    if as_json:
+        print(json.dumps({"restored": restored, "not_dropped": missing}, ensure_ascii=False))
+    else:
+        for item in restored:
+            sources = ", ".join(item["job"]["sources"])
+            print(f"restored: {_shown(item['id'])} (sources: {sources})")
+        for job_id in missing:
+            print(f"not dropped: {_shown(job_id)}", file=sys.stderr)
     return EXIT_NOT_WATCHED if missing else EXIT_OK

@@ -35,8 +35,10 @@ from heartbeat.config.warnings import startup_warnings
 from heartbeat.errors import InvalidJobId
 from heartbeat.finished import StatusChecker
 from heartbeat.health import Health, elasticsearch_state
+from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
+from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
 from heartbeat.observability import Listener
 from heartbeat.reload import reload
@@ -65,7 +67,11 @@ class Heartbeat:
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
         register_secrets(config)
-        self._client = Client(config.elasticsearch, max_in_flight=config.schedule.max_in_flight)
+        # Outlives every client (a reload builds a new one): the expected cluster.
+        self.identity = ClusterIdentity(
+            config.elasticsearch.cluster_uuid, on_change=self._identity_changed
+        )
+        self._client = self._new_client(config)
         self.scheduler = Scheduler(
             self._client.check_in,
             schedule=config.schedule,
@@ -90,20 +96,80 @@ class Heartbeat:
         self._retired: list[Client] = []
         #: Claims that expire unless renewed (heartbeat.leases).
         self.leases = LeaseKeeper(self.scheduler)
+        #: Dropped jobs, kept so that a drop can be undone (heartbeat.memory).
+        self.tombstones = Tombstones()
+        self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
             self.state = StateStore(
-                config.state.dir, self.scheduler.sources, leases=self.leases.snapshot
+                config.state.dir,
+                self.scheduler.sources,
+                leases=self.leases.snapshot,
+                extras=self._memories,
             )
+            state = self.state
+            self.scheduler.outcome_observers.append(lambda *_: state.touched())
         # Always kept (cheap, O(1) per check-in): embedding code may read hb.health or
         # expose hb.metrics.registry itself. [metrics] listen only adds the listener.
         self.health = Health(self.scheduler, worker=self.worker)
+        self.health.identity = self.identity
         self.metrics = Metrics(self.scheduler, self.health, self.leases)
         self.listener: Listener | None = None
 
     @property
     def client(self) -> Client:
         return self._client
+
+    def _new_client(self, config: Config) -> Client:
+        return Client(
+            config.elasticsearch,
+            max_in_flight=config.schedule.max_in_flight,
+            identity=self.identity,
+        )
+
+    def _watch_list_changed(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
+        if change == "dropped":
+            self.tombstones.add(
+                Tombstone(
+                    id=job_id,
+                    reason=str(fields.get("reason")),
+                    status=fields.get("status"),
+                    server_reason=fields.get("server_reason"),
+                    dropped_at=self.scheduler.clock.wall(),
+                    sources=tuple(fields.get("sources", ())),
+                )
+            )
+        elif change == "added":
+            self.tombstones.discard(job_id)  # watched again: no longer dropped
+
+    def _memories(self) -> dict[str, Any]:
+        """The state file's extras (heartbeat.memory)."""
+        return {
+            "cluster_uuid": self.identity.remembered,
+            "outcomes": outcomes_json(self.scheduler.outcome_rows()),
+            "dropped": self.tombstones.to_json(),
+        }
+
+    def dropped(self) -> list[Tombstone]:
+        """The tombstones of dropped jobs, oldest first."""
+        return self.tombstones.all(self.scheduler.clock.wall())
+
+    def restore(self, job_id: str) -> Tombstone | None:
+        """Watch a dropped job again, with its former sources' claims (permanent ones);
+        None when ``job_id`` is not a tombstone."""
+        tombstone = self.tombstones.take(job_id)
+        if tombstone is None:
+            return None
+        for source in tombstone.sources or ("control",):
+            self.scheduler.watch_many([job_id], source)
+        log.info("job_restored", job_id=job_id, sources=list(tombstone.sources))
+        if self.state is not None:
+            self.state.changed()
+        return tombstone
+
+    def _identity_changed(self) -> None:
+        if self.state is not None:
+            self.state.changed()  # remember the cluster seen first
 
     async def __aenter__(self) -> Heartbeat:
         if self.state is not None:
@@ -167,6 +233,24 @@ class Heartbeat:
             restored += self.scheduler.watch_many(valid, source)
         # A restart is not a renewal; a lease that ended while we were down ends now.
         self.leases.restore(self.state.loaded_leases)
+        extras = self.state.loaded_extras
+        remembered = extras.get("cluster_uuid")
+        if isinstance(remembered, str) and remembered:
+            self.identity.remembered = remembered
+            if self.identity.pinned not in (None, remembered):
+                log.info(
+                    "cluster_uuid_pinned",
+                    pinned=self.identity.pinned,
+                    remembered=remembered,
+                    problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
+                )
+        self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
+        for job_id, outcome in parse_outcomes(extras.get("outcomes")).items():
+            self.scheduler.restore_outcome(
+                job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
+            )
+        # Oldest success first (a job that never succeeded counts as oldest).
+        self.scheduler.ramp_oldest_first()
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
 
@@ -290,7 +374,7 @@ class Heartbeat:
         running one will do. Raises ConfigError; nothing running is touched."""
         if not self._needs_client(new):
             return None
-        client = Client(new.elasticsearch, max_in_flight=new.schedule.max_in_flight)
+        client = self._new_client(new)
         try:
             await client.open()
         except BaseException:
@@ -315,6 +399,8 @@ class Heartbeat:
                 "logging",
                 "queue",
                 "discovery",
+                "control",
+                "worker",
             )
             if getattr(old, section) != getattr(new, section)
         ]
@@ -323,6 +409,8 @@ class Heartbeat:
         if client is None:
             client = await self.prepare_client(new)
         if client is not None:
+            self.identity.pin(new.elasticsearch.cluster_uuid)
+            self.identity.forget([host.url for host in client.pool.hosts])
             # In-flight requests finish on the old session; it is closed at exit.
             for retired in self._retired:
                 await retired.close()

@@ -1,9 +1,10 @@
 """``heartbeat demo``: the daemon against the built-in emulator, narrated, for ~20 s.
 
 Starts the emulator in-process on a free loopback port, creates four running sync
-jobs, and watches them with a 2 s interval. A quarter of the way in, the emulator
-answers one job with two 503s (backoff shows); half-way, one job is deleted, so its
-next check-in gets Elasticsearch's 404 and the job is dropped. Ends by itself (or on
+jobs, and watches them with a 2 s interval. A fifth of the way in, the emulator
+answers one job with two 503s (backoff shows); two fifths in, one job is deleted, so
+its next check-in gets Elasticsearch's 404, the check-in 1 s later
+(``drop_confirm_after``) a second one, and the job is dropped. Ends by itself (or on
 Ctrl-C) with a summary of what reached the server.
 """
 
@@ -38,7 +39,9 @@ async def run_demo(duration: float = 20.0) -> int:
         say(f"emulator listening on {url} with {len(ids)} running sync jobs")
         config = Config(
             elasticsearch=ElasticsearchSettings(hosts=[url]),
-            schedule=ScheduleSettings(interval=2.0, jitter=0.1, idle_after=300.0),
+            schedule=ScheduleSettings(
+                interval=2.0, jitter=0.1, idle_after=300.0, drop_confirm_after=1.0
+            ),
             backoff=BackoffSettings(initial=0.5, multiplier=2.0, max=4.0),
         )
         say("heartbeat checks each job in every 2 s (+/- 10 % jitter); Ctrl-C ends early")
@@ -65,13 +68,16 @@ async def run_demo(duration: float = 20.0) -> int:
                             return
 
                     tg.start_soon(stop_on_signal)
-                    await anyio.sleep(duration / 4)
+                    await anyio.sleep(duration / 5)
                     say(f"the emulator now answers {flaky} with 503 twice: watch the backoff")
                     emulator.script([Fault(status=503), Fault(status=503)], job_id=flaky)
-                    await anyio.sleep(duration / 4)
-                    say(f"deleting {doomed} in Elasticsearch: its next check-in will 404")
+                    await anyio.sleep(duration / 5)
+                    say(
+                        f"deleting {doomed} in Elasticsearch: its next check-in will 404, "
+                        "and a second 404 1 s later drops it"
+                    )
                     emulator.delete_job(doomed)
-                    await anyio.sleep(duration / 2)
+                    await anyio.sleep(duration * 3 / 5)
                     tg.cancel_scope.cancel()
         # After the Heartbeat has stopped: a check-in still in flight at the end (the
         # 404 of a deleted job) has had its answer, and its drop is in the log above.

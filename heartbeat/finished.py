@@ -135,9 +135,8 @@ class StatusChecker:
         if job_id not in self._scheduler:
             return  # unwatched while the read was out
         if isinstance(result, NotFound):
-            self._scheduler.drop(
-                job_id, "not_found", status=result.status, server_reason=result.reason
-            )
+            # Through the drop rule, as a check-in's 404 (heartbeat.drops).
+            self._scheduler.not_found(job_id, result)
             return
         if not isinstance(result, dict):
             self._log.debug("status_check_failed", job_id=job_id, reason=describe(result))

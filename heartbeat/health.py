@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from heartbeat.identity import ClusterIdentity
 from heartbeat.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -83,8 +84,9 @@ def assess(success_times: Sequence[float], *, now: float, idle_after: float) -> 
 def elasticsearch_state(scheduler: Scheduler) -> str:
     """``ok``; ``unknown`` (no contact yet); ``unreachable`` (outage mode: cannot reach
     it) or ``failing`` (the last contact failed); or, whether in outage mode or not,
-    what the cluster said when it was reached: ``unauthorized`` (401/403) or
-    ``misrouted`` (not Elasticsearch's endpoint: a proxy, a wrong path prefix)."""
+    what the cluster said when it was reached: ``unauthorized`` (401/403),
+    ``misrouted`` (not Elasticsearch's endpoint: a proxy, a wrong path prefix) or
+    ``cluster_mismatch`` (another cluster: heartbeat.identity)."""
     cause = scheduler.failure_cause
     if scheduler.outage_since is not None:
         return "unreachable" if cause in (None, "unreachable") else cause
@@ -102,6 +104,7 @@ READINESS_REASONS = {
     "unknown": "elasticsearch_not_contacted",
     "unauthorized": "elasticsearch_unauthorized",
     "misrouted": "elasticsearch_misrouted",
+    "cluster_mismatch": "elasticsearch_cluster_mismatch",
 }
 
 
@@ -196,6 +199,8 @@ class Health:
         self.timeout = timeout
         self.last_tick = scheduler.clock.monotonic()
         self.lag_monitor = LagMonitor()
+        #: Hosts found to belong to another cluster make heartbeat unready.
+        self.identity: ClusterIdentity | None = None
         scheduler.add_periodic(period, self.tick)
 
     def tick(self, now: float) -> None:
@@ -220,6 +225,9 @@ class Health:
         reason: str | None = None
         if self.worker is not None and not self.worker.up:
             reason = "worker_down"
+        elif self.identity is not None and self.identity.mismatches:
+            # A host of another cluster is a configuration to fix, jobs or not.
+            reason = READINESS_REASONS["cluster_mismatch"]
         elif risk.jobs:
             if state != "ok":
                 reason = READINESS_REASONS[state]

@@ -47,6 +47,10 @@ class Host:
     failures: int = 0  # consecutive failures; 0 while alive
     dead_until: float = -math.inf
     trial: bool = False  # a request is testing whether the host is back
+    #: What ``GET /`` said (heartbeat.identity): None (not read since the last
+    #: connection), ``confirmed``, ``mismatch``, ``unavailable`` (refused), ``unknown``.
+    identity: str | None = None
+    identity_at: float = -math.inf  # when it was last confirmed (monotonic)
 
     @property
     def dead(self) -> bool:
@@ -103,6 +107,8 @@ class HostPool:
         was_alive = not host.dead
         host.failures += 1
         host.dead_until = now + dead_time(host.failures)
+        if host.identity != "mismatch":
+            host.identity = None  # read again after the reconnection
         if host is self.current:
             for step in range(1, count):
                 candidate = self.hosts[(host.index + step) % count]

@@ -224,6 +224,7 @@ class _StateCollector(Collector):
             "heartbeat_jobs_at_risk": risk.at_risk,
             "heartbeat_oldest_checkin_age_seconds": risk.oldest_age,
             "heartbeat_checkins_in_flight": scheduler.in_flight,
+            "heartbeat_jobs_pending_drop": scheduler.pending_drops,
             "heartbeat_event_loop_lag_seconds": health.lag_monitor.lag,
             "heartbeat_elasticsearch_up": None if contact_ok is None else float(contact_ok),
             "heartbeat_worker_up": None if health.worker is None else float(health.worker.up),
@@ -252,6 +253,10 @@ _STATE_GAUGES = {
         "(a job never checked in counts from when it was added)."
     ),
     "heartbeat_checkins_in_flight": "Check-in requests under way.",
+    "heartbeat_jobs_pending_drop": (
+        "Jobs whose first genuine 404 waits for its confirmation (drop_confirm_after), "
+        "or for idle_after during a drop storm."
+    ),
     "heartbeat_elasticsearch_up": (
         "1 when the last contact with Elasticsearch succeeded, 0 when it failed; "
         "absent before the first contact."

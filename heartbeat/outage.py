@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heartbeat.outcomes import Misrouted, Outcome, Unauthorized
+from heartbeat.outcomes import Misrouted, Outcome, Retryable, Unauthorized
 
 #: Consecutive cluster-wide failures that declare an outage: at least this many...
 MIN_FAILURES = 3
@@ -26,8 +26,9 @@ MIN_DISTINCT_JOBS = 3
 
 #: What a failure says about the cluster: ``unreachable`` (no usable answer:
 #: connection, timeout, TLS, 5xx, malformed), ``unauthorized`` (401/403: reached, but
-#: refused), ``misrouted`` (reached something that is not Elasticsearch's endpoint).
-CAUSES = ("unreachable", "unauthorized", "misrouted")
+#: refused), ``misrouted`` (reached something that is not Elasticsearch's endpoint),
+#: ``cluster_mismatch`` (reached, but another cluster: heartbeat.identity).
+CAUSES = ("unreachable", "unauthorized", "misrouted", "cluster_mismatch")
 
 
 def cause_of(outcome: Outcome) -> str:
@@ -36,6 +37,8 @@ def cause_of(outcome: Outcome) -> str:
         return "unauthorized"
     if isinstance(outcome, Misrouted):
         return "misrouted"
+    if isinstance(outcome, Retryable) and outcome.error == "cluster_mismatch":
+        return "cluster_mismatch"
     return "unreachable"
 
 

@@ -92,10 +92,13 @@ def effective(old: Config, new: Config) -> Config:
 
 def _applied(changed: list[str], config: Config) -> list[str]:
     """The changed sections that something running applies (not a queue that is off)."""
-    off = {"queue"} if config.queue.url is None else set()
-    if not config.discovery.connector_ids:
-        off.add("discovery")
-    return [section for section in changed if section not in off]
+    on = {
+        "queue": config.queue.url is not None,
+        "discovery": bool(config.discovery.connector_ids),
+        "control": config.control.socket is not None or config.control.listen is not None,
+        "worker": config.worker.enabled,
+    }
+    return [section for section in changed if on.get(section, True)]
 
 
 async def reload(hb: Heartbeat, path: Path | None, sources: Sequence[Source] = ()) -> bool:

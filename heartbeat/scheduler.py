@@ -42,6 +42,7 @@ from heartbeat.aggregate import FailureLog
 from heartbeat.client import NEEDED_PRIVILEGES
 from heartbeat.clock import Clock, SystemClock
 from heartbeat.config import BackoffSettings, ScheduleSettings
+from heartbeat.drops import DropRule
 from heartbeat.jobid import validate_job_id
 from heartbeat.outage import OutageRule, cause_of
 from heartbeat.outcomes import (
@@ -91,6 +92,8 @@ class Job:
     last_success: float | None = None
     failures: int = 0
     last_error: str | None = None
+    #: When its first genuine 404 came (heartbeat.drops), or None.
+    pending_drop: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class Scheduler:
         self.change_observers: list[ChangeObserver] = []
         # Cluster health.
         self.outage = OutageRule()
+        self.drops = DropRule()
         self._probe_due = 0.0
         self._probe_attempt = 0
         self._probe_in_flight = False
@@ -254,6 +258,48 @@ class Scheduler:
             in_flight=job.in_flight,
         )
 
+    def outcome_rows(self) -> list[tuple[str, float | None, int, str | None]]:
+        """``(id, last_success as wall-clock time, consecutive failures, last error)``
+        of every job, for the state file."""
+        offset = self.clock.wall() - self.clock.monotonic()
+        return [
+            (
+                job.id,
+                None if job.last_success is None else job.last_success + offset,
+                job.failures,
+                job.last_error,
+            )
+            for job in self._jobs.values()
+        ]
+
+    def restore_outcome(
+        self, job_id: str, last_success: float | None, failures: int, last_error: str | None
+    ) -> None:
+        """Give a watched job the outcomes saved before a restart (``last_success`` a
+        wall-clock time): a job that had gone long without a success is at risk at once."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        offset = self.clock.wall() - self.clock.monotonic()
+        job.last_success = None if last_success is None else last_success - offset
+        job.failures = failures
+        job.last_error = last_error
+
+    def ramp_oldest_first(self) -> None:
+        """Re-order the start-up ramp: the jobs whose last success is oldest (or that
+        never succeeded) are checked in first. Only jobs not yet checked in move."""
+        waiting = [job for job in self._jobs.values() if not job.in_flight]
+        if not waiting:
+            return
+        waiting.sort(key=lambda j: -math.inf if j.last_success is None else j.last_success)
+        start = min(job.due for job in waiting)
+        spacing = 1.0 / self.schedule.ramp_rate
+        for index, job in enumerate(waiting):
+            due = start + index * spacing
+            job.anchor = due
+            self._push(job, due)
+        self._ramp_next = start + len(waiting) * spacing
+
     def oldest_success(self) -> float | None:
         """Monotonic time of the least recent success (a never-checked-in job counts
         from when it was added)."""
@@ -275,6 +321,14 @@ class Scheduler:
     def _remove(self, job: Job) -> None:
         job.removed = True
         del self._jobs[job.id]
+        if job.pending_drop is not None:
+            job.pending_drop = None
+            self.drops.cleared(watched=len(self._jobs))
+
+    @property
+    def pending_drops(self) -> int:
+        """Jobs whose first genuine 404 waits for its confirmation."""
+        return self.drops.pending
 
     def _notify_change(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
         for observer in self.change_observers:
@@ -568,7 +622,7 @@ class Scheduler:
             return
         match outcome:
             case NotFound(reason=reason, status=status):
-                self._drop(job, "not_found", status=status, server_reason=reason)
+                self._not_found(job, now, reason, status)
             case Rejected(reason=reason, status=status):
                 self._drop(job, "rejected", status=status, server_reason=reason)
             case Unauthorized() | Misrouted() | Retryable():
@@ -579,6 +633,12 @@ class Scheduler:
         job.last_success = now
         job.failures = 0
         job.last_error = None
+        drops = self.drops
+        if drops.pending:
+            drops.answered(job.id)
+            if job.pending_drop is not None:  # the 404 lasted a moment: it costs nothing
+                job.pending_drop = None
+                drops.cleared(watched=len(self._jobs))
         schedule = self.schedule
         job.anchor, due = backoff.next_due(
             job.anchor, now=now, interval=schedule.interval, jitter=schedule.jitter, u=self._rng()
@@ -586,6 +646,46 @@ class Scheduler:
         if logs.debug_enabled():
             self._log.debug("checkin_succeeded", job_id=job.id, status=status)
         self._push(job, due)
+
+    def _not_found(self, job: Job, now: float, reason: str, status: int) -> None:
+        """A genuine 404: pending, deferred by a storm, or dropped (heartbeat.drops)."""
+        schedule = self.schedule
+        verdict = self.drops.not_found(
+            job.id, job.pending_drop, now, watched=len(self._jobs), idle_after=schedule.idle_after
+        )
+        if verdict == "drop":
+            self._drop(job, "not_found", status=status, server_reason=reason)
+            return
+        job.failures += 1
+        job.last_error = f"not_found: {reason}"
+        since = job.pending_drop
+        if since is None:  # verdict "pending"
+            job.pending_drop = now
+            # Aggregated like any failure: a first 404 for 10,000 jobs is one line.
+            self._failures.record(
+                now, reason="not_found", job_id=job.id, error=reason, status=status
+            )
+            self._push(job, now + schedule.drop_confirm_after)
+            return
+        if self.drops.log_storm():
+            self._log.warning(
+                "drop_storm_deferred",
+                count=self.drops.pending,
+                watched=len(self._jobs),
+                idle_after=schedule.idle_after,
+            )
+        # A storm: checked in every interval as usual, until its 404s last idle_after.
+        job.anchor, due = backoff.next_due(
+            job.anchor, now=now, interval=schedule.interval, jitter=schedule.jitter, u=self._rng()
+        )
+        self._push(job, min(due, since + schedule.idle_after))
+
+    def not_found(self, job_id: str, outcome: NotFound) -> None:
+        """A genuine 404 for ``job_id`` learnt outside a check-in (a status read):
+        the drop rule applies as to a check-in's. Ignored while it is checked in."""
+        job = self._jobs.get(job_id)
+        if job is not None and not job.in_flight:
+            self._not_found(job, self._monotonic(), outcome.reason, outcome.status)
 
     def drop(self, job_id: str, reason: str, **fields: Any) -> bool:
         """Stop watching ``job_id`` whichever sources asked for it, because Elasticsearch
@@ -600,7 +700,7 @@ class Scheduler:
     def _drop(self, job: Job, reason: str, **fields: Any) -> None:
         self._remove(job)
         self._log.warning("job_dropped", job_id=job.id, reason=reason, **fields)
-        self._notify_change("dropped", job.id, {"reason": reason, **fields})
+        self._notify_change("dropped", job.id, {"reason": reason, **fields, "sources": job.sources})
 
     def _failed(
         self, job: Job, outcome: Unauthorized | Misrouted | Retryable, now: float, *, probe: bool

@@ -1,8 +1,12 @@
 """The watch list on disk, so that it survives restarts (``[state] dir``).
 
-Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for it.
+Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for it,
+and the daemon's other memories beside it (``extras``: the expected cluster, each
+job's last outcomes, the tombstones of dropped jobs; see :mod:`heartbeat.memory`).
 Saved atomically (temporary file, fsync, rename, fsync of the directory) after each
-change, bursts coalesced into one write; loaded at start before any source runs.
+change, bursts coalesced into one write; outcomes alone (:meth:`StateStore.touched`,
+once per check-in, cheap) are written at most every :data:`OUTCOME_PERIOD` seconds.
+Loaded at start before any source runs.
 A corrupt or unreadable file is logged, kept aside under a new name, and the daemon
 starts from its sources: never a crash loop. A state directory that cannot be used at
 all is logged (``state_unreadable``), saving is retried (``state_save_failed`` once),
@@ -41,6 +45,9 @@ LOCKNAME = "lock"
 FORMAT_VERSION = 1
 #: Changes within this many seconds of each other are written together.
 COALESCE = 0.05
+#: Check-in outcomes alone are written at most this often: never a write per
+#: check-in, and after ``kill -9`` they are at most this (plus one write) old.
+OUTCOME_PERIOD = 5.0
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -64,9 +71,12 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def encode(
-    jobs: dict[str, tuple[str, ...]], leases: dict[str, dict[str, float]] | None = None
+    jobs: dict[str, tuple[str, ...]],
+    leases: dict[str, dict[str, float]] | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> bytes:
     payload: dict[str, Any] = {
+        **(extras or {}),
         "version": FORMAT_VERSION,
         "jobs": {k: list(v) for k, v in jobs.items()},
     }
@@ -78,6 +88,11 @@ def encode(
 
 def decode(raw: bytes) -> dict[str, tuple[str, ...]]:
     """Parse a state file; ValueError with the reason when it is not one."""
+    return decode_all(raw)[0]
+
+
+def decode_all(raw: bytes) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
+    """The watch list and the extras (every other top-level key) of a state file."""
     payload: Any = json.loads(raw.decode("utf-8"))
     if not isinstance(payload, dict) or payload.get("version") != FORMAT_VERSION:
         raise ValueError("not a heartbeat watch list (version 1)")
@@ -89,7 +104,8 @@ def decode(raw: bytes) -> dict[str, tuple[str, ...]]:
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
             raise ValueError(f"sources of {job_id!r} are not a list of strings")
         result[job_id] = tuple(sources) or ("state",)
-    return result
+    extras = {k: v for k, v in payload.items() if k not in ("version", "jobs", "leases")}
+    return result, extras
 
 
 def decode_leases(raw: bytes) -> dict[str, dict[str, float]]:
@@ -119,6 +135,7 @@ class StateStore:
         directory: Path,
         snapshot: Callable[[], dict[str, tuple[str, ...]]],
         leases: Callable[[], dict[str, dict[str, float]]] | None = None,
+        extras: Callable[[], dict[str, Any]] | None = None,
     ):
         self.directory = directory
         self.path = directory / FILENAME
@@ -126,6 +143,10 @@ class StateStore:
         self._leases = leases
         #: The leases :meth:`load` found (wall-clock expiries per job and source).
         self.loaded_leases: dict[str, dict[str, float]] = {}
+        self._extras = extras
+        #: The extras of the file :meth:`load` read (empty before, or without a file).
+        self.loaded_extras: dict[str, Any] = {}
+        self._touched = False
         self._changed = 0
         self._saved = 0
         self._dirty = anyio.Event()
@@ -183,7 +204,7 @@ class StateStore:
             )
             return {}
         try:
-            jobs = decode(raw)
+            jobs, self.loaded_extras = decode_all(raw)
             self.loaded_leases = decode_leases(raw)
             return jobs
         except (ValueError, UnicodeDecodeError) as exc:
@@ -206,6 +227,24 @@ class StateStore:
             break
         return self.path
 
+    def touched(self) -> None:
+        """Note that outcomes changed (once per check-in: a flag, written within
+        OUTCOME_PERIOD seconds, never a write per check-in)."""
+        self._touched = True
+
+    def _encode(self) -> tuple[bytes, int]:
+        snapshot = self._snapshot()
+        leases = self._leases() if self._leases is not None else None
+        extras = self._extras() if self._extras is not None else None
+        return encode(snapshot, leases, extras), len(snapshot)
+
+    async def _outcomes(self) -> None:
+        while True:
+            await anyio.sleep(OUTCOME_PERIOD)
+            if self._touched:
+                self._touched = False
+                self._dirty.set()
+
     def changed(self) -> None:
         """Note that the watch list changed (cheap; the saver writes soon)."""
         self._changed += 1
@@ -220,11 +259,8 @@ class StateStore:
     def save_now(self) -> None:
         """Write synchronously (used at shutdown)."""
         generation = self._changed
-        self._write(self._encode(self._snapshot()))
+        self._write(self._encode()[0])
         self._saved = max(self._saved, generation)
-
-    def _encode(self, snapshot: dict[str, tuple[str, ...]]) -> bytes:
-        return encode(snapshot, self._leases() if self._leases is not None else None)
 
     def _write(self, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -232,14 +268,19 @@ class StateStore:
 
     async def run(self) -> None:
         """The saver task: writes after changes, coalescing bursts; retries failures."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._outcomes)
+            await self._save_loop()
+
+    async def _save_loop(self) -> None:
         delay = 1.0
         while True:
             await self._dirty.wait()
             await anyio.sleep(COALESCE)
             self._dirty = anyio.Event()
             generation = self._changed
-            snapshot = self._snapshot()
-            data = self._encode(snapshot)
+            self._touched = False  # this write carries the outcomes too
+            data, count = self._encode()
             try:
                 await anyio.to_thread.run_sync(self._write, data)
             except OSError as exc:
@@ -251,7 +292,7 @@ class StateStore:
                 delay = min(delay * 2, 30.0)
                 continue
             if self.failed is not None:
-                log.info("state_saved", path=str(self.path), jobs=len(snapshot))
+                log.info("state_saved", path=str(self.path), jobs=count)
                 self.failed = None
             delay = 1.0
             self._saved = generation

@@ -51,7 +51,11 @@ def config_for(url: str, **es: Any) -> Config:
     return Config(
         elasticsearch=ElasticsearchSettings(hosts=[url], request_timeout=0.5, **es),
         schedule=ScheduleSettings(
-            interval=INTERVAL, jitter=JITTER, max_in_flight=MAX_IN_FLIGHT, ramp_rate=200.0
+            interval=INTERVAL,
+            jitter=JITTER,
+            max_in_flight=MAX_IN_FLIGHT,
+            ramp_rate=200.0,
+            drop_confirm_after=0.3,
         ),
         backoff=BACKOFF,
     )

@@ -99,8 +99,8 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
         },
     ]
     assert changes == [
-        ("dropped", "b", {"reason": "finished", "job_status": "canceling"}),
-        ("dropped", "c", {"reason": "finished", "job_status": "completed"}),
+        ("dropped", "b", {"reason": "finished", "job_status": "canceling", "sources": ("test",)}),
+        ("dropped", "c", {"reason": "finished", "job_status": "completed", "sources": ("test",)}),
     ]
     canceling = [e for e in logs if e["event"] == "job_canceling"]
     assert canceling == [{"event": "job_canceling", "log_level": "info", "job_id": "b"}]
@@ -113,6 +113,9 @@ async def test_only_a_genuine_not_found_or_a_finished_status_drops() -> None:
     scheduler.watch_many(ids, "test")
     with capture_logs() as logs:
         checker.apply("gone", NotFound("connector sync job [gone] not found"))
+        assert "gone" in scheduler  # a first 404 marks it (heartbeat.drops)...
+        assert scheduler.pending_drops == 1
+        checker.apply("gone", NotFound("connector sync job [gone] not found"))  # ...a second drops
         checker.apply("proxied", Misrouted(404, "404 without X-Elastic-Product: <html>"))
         checker.apply("slow", Retryable("timeout", "no answer within 10 s"))
         checker.apply("queued", {"status": "pending"})
@@ -179,14 +182,13 @@ async def test_the_daemon_reads_statuses_from_elasticsearch(es: ES) -> None:
         status: emu.create_job(status=status, job_id=f"job-{status}")
         for status in ("in_progress", "canceling", "completed")
     }
-    gone = emu.create_job(job_id="gone")
+    gone = "gone"  # deleted in Elasticsearch: its reads and check-ins 404
     proxied = emu.create_job(job_id="proxied")
-    emu.script([Fault(status=404, actions=frozenset({"get"}))], job_id=gone)
     emu.always(Fault(status=404, product_header=False, actions=frozenset({"get"})), proxied)
     config = Config(
         elasticsearch={"hosts": [es.url]},
         jobs={"ids": [*ids.values(), gone, proxied]},
-        schedule={"status_check_interval": 0.1},
+        schedule={"status_check_interval": 0.1, "drop_confirm_after": 0.2},
         state={"dir": None},
     )
     with anyio.fail_after(10), capture_logs() as logs:

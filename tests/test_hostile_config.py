@@ -207,6 +207,11 @@ def cases(f: Files) -> list[Case]:
             "api_key_file device", {es: {"api_key_file": "/dev/zero"}}, "elasticsearch.api_key_file"
         ),
         Case(
+            "api_key_file unset variable",
+            {es: {"api_key_file": "${CREDENTIALS_DIRECTORY}/api_key"}},
+            "api_key_file: ${CREDENTIALS_DIRECTORY}/api_key: $CREDENTIALS_DIRECTORY is not set",
+        ),
+        Case(
             "password_file FIFO",
             {es: {"username": "u", "password_file": f["fifo"]}},
             "elasticsearch.password_file",
@@ -679,7 +684,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             "control_listening",
             "worker_down",
         }
-        listings = [r for r in es.emu.requests if r.method == "GET" and r.job_id is None]
+        listings = [r for r in es.emu.requests if r.action == "list"]
         assert listings == []  # no discovery listing
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0

@@ -142,7 +142,8 @@ async def validate(tmp_path: Path) -> dict[str, Any]:
             check=False,
         )
     assert result.returncode == 0, result.stderr.decode()
-    return dict(json.loads(result.stdout.decode()))  # stdout is exactly the JSON
+    # stdout is the configuration as JSON, secrets redacted ("valid" goes to stderr).
+    return dict(json.loads(result.stdout))
 
 
 def port_of(reference: int | str) -> int:

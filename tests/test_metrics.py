@@ -92,17 +92,21 @@ def test_listen_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_success_and_a_not_found_drop(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
-    async with running(config_for(es.url, jobs=["job-a", "gone"])) as hb:
+    schedule = {"drop_confirm_after": 1.0}
+    async with running(config_for(es.url, jobs=["job-a", "gone"], schedule=schedule)) as hb:
+        await wait_for_sample(hb, "heartbeat_jobs_pending_drop", lambda v: v == 1)
         found = await wait_for_sample(
             hb, "heartbeat_jobs_dropped_total", lambda v: v == 1, reason="not_found"
         )
         found = await wait_for_sample(
             hb, "heartbeat_checkins_total", lambda v: v == 1, outcome="success"
         )
-    assert sample(found, "heartbeat_checkins_total", outcome="not_found") == 1
+    # The first 404 marked it, the second (1 s later) dropped it.
+    assert sample(found, "heartbeat_checkins_total", outcome="not_found") == 2
+    assert sample(found, "heartbeat_jobs_pending_drop") == 0
     assert sample(found, "heartbeat_jobs_dropped_total", reason="rejected") == 0
     assert sample(found, "heartbeat_watched_jobs") == 1
-    assert sample(found, "heartbeat_checkin_duration_seconds_count") == 2
+    assert sample(found, "heartbeat_checkin_duration_seconds_count") == 3
     assert sample(found, "heartbeat_elasticsearch_up") == 1
     assert sample(found, "heartbeat_jobs_at_risk") == 0
     assert sample(found, "heartbeat_checkins_in_flight") == 0

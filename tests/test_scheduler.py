@@ -150,13 +150,18 @@ async def test_retry_delays_exact_sequence(clock: ManualClock, script: Script) -
 
 async def test_not_found_drops_the_job_and_logs_once(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script)
-    script.script("gone", NotFound("connector sync job [gone] not found"))
+    gone = NotFound("connector sync job [gone] not found")
+    script.script("gone", gone, gone)
     scheduler.watch("gone")
     with capture_logs() as logs:
         async with running(scheduler):
+            await run_until(clock, scheduler, 5)
+            assert scheduler.pending_drops == 1
             await run_until(clock, scheduler, 300)
-    assert script.times("gone") == [0]
+    # The first 404 marks it; a second one, drop_confirm_after (10 s) later, drops it.
+    assert script.times("gone") == [0, 10]
     assert "gone" not in scheduler
+    assert scheduler.pending_drops == 0
     dropped = [e for e in logs if e["event"] == "job_dropped"]
     assert dropped == [
         {
@@ -468,3 +473,63 @@ async def test_failures_from_distinct_jobs_declare_the_outage(
         "unreachable",
         False,
     )
+
+
+async def test_a_404_that_lasts_less_than_drop_confirm_after_drops_nothing(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0, drop_confirm_after=5.0)
+    script.script("blip", NotFound("connector sync job [blip] not found"))  # then OK
+    scheduler.watch("blip")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 61)
+    assert "blip" in scheduler
+    assert scheduler.pending_drops == 0
+    # Checked again 5 s later, succeeded: back on its schedule (0 + 60).
+    assert script.times("blip") == [0, 5, 60]
+    assert not [e for e in logs if e["event"] == "job_dropped"]
+    [first] = [e for e in logs if e["event"] == "checkin_failed"]
+    assert (first["reason"], first["job_id"]) == ("not_found", "blip")
+
+
+async def test_a_storm_of_404s_drops_nothing_before_idle_after(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0, idle_after=300.0)
+    ids = [f"job-{n:02}" for n in range(20)]
+    scheduler.watch_many(ids, "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 59)
+            script.default = NotFound("connector sync job [x] not found")  # index gone
+            await run_until(clock, scheduler, 299)
+            assert len(scheduler) == 20
+            assert scheduler.pending_drops == 20
+            await run_until(clock, scheduler, 400)
+    # Checked in every interval meanwhile; dropped once their 404s lasted idle_after.
+    times = script.times("job-00")
+    assert times[:4] == [0, 60, 70, 120]  # on its usual schedule
+    assert len(scheduler) == 0
+    storm = [e for e in logs if e["event"] == "drop_storm_deferred"]
+    assert len(storm) == 1
+    assert storm[0]["watched"] == 20
+    dropped = [e for e in logs if e["event"] == "job_dropped"]
+    assert len(dropped) == 20
+    assert scheduler.pending_drops == 0
+
+
+async def test_a_few_404s_among_many_jobs_are_dropped_after_confirmation(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, jitter=0.0)
+    ids = [f"job-{n:02}" for n in range(30)]
+    gone = NotFound("connector sync job [x] not found")
+    for job_id in ids[:12]:  # a connector deleted with its 12 jobs: not half the list
+        script.script(job_id, gone, gone)
+    scheduler.watch_many(ids, "test")
+    with capture_logs() as logs:
+        async with running(scheduler):
+            await run_until(clock, scheduler, 20)
+    assert len(scheduler) == 18
+    assert not [e for e in logs if e["event"] == "drop_storm_deferred"]

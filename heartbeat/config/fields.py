@@ -1,10 +1,11 @@
 """Shared field types, and the pure parsers behind them.
 
 Owns the annotated types that more than one section uses (:data:`PositiveFloat`,
-:data:`FilePath`, :data:`ListenAddress`) and the string parsers that the rest of the
-daemon also calls at run time: ``host:port`` (:func:`parse_listen`, :func:`is_loopback`),
-``k/N`` shards (:func:`parse_shard`), the password inside a Redis URL
-(:func:`url_password`), Elastic Cloud IDs (:func:`decode_cloud_id`) and what makes a
+:data:`FilePath`, :data:`ListenAddress`, :data:`Secret`, :data:`HeaderSecret`) and the
+string parsers that the rest of the daemon also calls at run time: ``host:port``
+(:func:`parse_listen`, :func:`is_loopback`), ``k/N`` shards (:func:`parse_shard`), the
+password inside a Redis URL (:func:`url_password`), Elastic Cloud IDs
+(:func:`decode_cloud_id`), a base URL (:func:`base_url_problem`) and what makes a
 secret's value unusable (:func:`secret_problem`).
 
 Each parser is a pure function of its argument that raises ``ValueError`` with a short
@@ -18,11 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 #: A finite number above 0 (``inf`` and ``nan`` are refused).
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -108,6 +110,33 @@ def secret_problem(value: str, *, in_header: bool) -> str | None:
         return "holds a control character (a line break?); it would break every request"
     if in_header and not value.isascii():
         return "holds a non-ASCII character, which an HTTP header cannot carry"
+    return None
+
+
+def _usable(value: SecretStr, *, in_header: bool) -> SecretStr:
+    problem = secret_problem(value.get_secret_value(), in_header=in_header)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: A secret: not empty, no control character (the message never quotes it).
+Secret = Annotated[SecretStr, AfterValidator(partial(_usable, in_header=False))]
+#: A secret sent as is in an HTTP header: ASCII as well.
+HeaderSecret = Annotated[SecretStr, AfterValidator(partial(_usable, in_header=True))]
+
+
+def base_url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being an ``http(s)://`` base URL; None when it is one."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return "is not a valid URL (check the host and port)"
+    if not parts.hostname:
+        return "has no host name"
     return None
 
 

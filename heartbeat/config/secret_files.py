@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -50,7 +51,16 @@ def _read_regular(path: Path) -> str:
         raise ValueError("is not UTF-8 text") from None
 
 
+#: ``$NAME`` or ``${NAME}`` in a ``*_file`` path.
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
 def read_secret_file(path: Path, key: str, source: str, *, in_header: bool = True) -> str:
+    unset = [a or b for a, b in _VARIABLE.findall(str(path)) if (a or b) not in os.environ]
+    if unset:
+        # Left as is by expandvars, it would read as "no such file": say why instead.
+        hint = " (systemd sets it with LoadCredential=)" if "CREDENTIALS_DIRECTORY" in unset else ""
+        raise ConfigError(f"{path}: ${unset[0]} is not set{hint}", key=key, source=source)
     expanded = Path(os.path.expandvars(str(path))).expanduser()
     try:
         value = _read_regular(expanded).strip()

@@ -25,15 +25,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     field_validator,
     model_validator,
 )
 
 from heartbeat.config.fields import (
     FilePath,
+    HeaderSecret,
     ListenAddress,
     PositiveFloat,
+    Secret,
+    base_url_problem,
     decode_cloud_id,
     parse_listen,
     parse_shard,
@@ -61,24 +63,15 @@ def _ttl(value: float) -> float:
 DefaultTTL = Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(_ttl)]
 
 
-def _usable_secret(value: SecretStr | None, *, in_header: bool) -> SecretStr | None:
-    if value is None:
-        return None
-    problem = secret_problem(value.get_secret_value(), in_header=in_header)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
 class ElasticsearchSettings(_Section):
     hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], min_length=1)
     cloud_id: str | None = None
-    api_key: SecretStr | None = None
+    api_key: HeaderSecret | None = None
     api_key_file: FilePath | None = None
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: FilePath | None = None
-    bearer_token: SecretStr | None = None
+    bearer_token: HeaderSecret | None = None
     bearer_token_file: FilePath | None = None
     ca_certs: FilePath | None = None
     verify_certs: bool = True
@@ -86,6 +79,10 @@ class ElasticsearchSettings(_Section):
     client_cert: FilePath | None = None
     client_key: FilePath | None = None
     request_timeout: PositiveFloat = 10.0
+    #: The cluster heartbeat expects (``GET /``'s ``cluster_uuid``); unset: the first one
+    #: seen, remembered in the state file. A host of another cluster is never trusted
+    #: with a drop (heartbeat.identity).
+    cluster_uuid: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("hosts")
     @classmethod
@@ -98,29 +95,13 @@ class ElasticsearchSettings(_Section):
                     f"entry {index} carries credentials (user:password@); "
                     "use username and password_file instead"
                 )
-            if not host.startswith(("http://", "https://")):
-                raise ValueError(f"{host!r} must start with http:// or https://")
             if any(not char.isprintable() or char.isspace() for char in host):
                 raise ValueError(f"entry {index} holds a space or a control character")
-            try:
-                parts = urlsplit(host)
-                parts.port  # noqa: B018 (raises ValueError on a bad port)
-            except ValueError:
-                raise ValueError(f"{host!r} is not a valid URL (check the host and port)") from None
-            if not parts.hostname:
-                raise ValueError(f"{host!r} has no host name")
+            problem = base_url_problem(host)
+            if problem is not None:
+                raise ValueError(f"{host!r} {problem}")
             cleaned.append(host.rstrip("/"))
         return cleaned
-
-    @field_validator("api_key", "bearer_token")
-    @classmethod
-    def _header_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        return _usable_secret(value, in_header=True)
-
-    @field_validator("password")
-    @classmethod
-    def _password(cls, value: SecretStr | None) -> SecretStr | None:
-        return _usable_secret(value, in_header=False)
 
     @field_validator("username")
     @classmethod
@@ -195,6 +176,9 @@ class ScheduleSettings(_Section):
     #: Seconds a job is still checked in after heartbeat first sees it ``canceling``;
     #: then it is dropped (``reason="finished"``, ``job_status="canceling"``).
     canceling_grace: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    #: Seconds between a job's first genuine 404 and the check-in that confirms it;
+    #: only a second genuine 404 drops the job.
+    drop_confirm_after: float = Field(default=10.0, ge=0, allow_inf_nan=False)
 
 
 class BackoffSettings(_Section):
@@ -236,7 +220,7 @@ class QueueSettings(_Section):
 
     #: ``redis://``, ``rediss://`` or ``unix://``; unset: no queue. Never logged as is.
     url: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: FilePath | None = None
     stream: str = Field(default="heartbeat:jobs", min_length=1)
     #: One consumer group per daemon (or replica set): each group sees every entry.
@@ -270,11 +254,6 @@ class QueueSettings(_Section):
             problem = str(exc) if password is None or password not in str(exc) else ""
             raise ValueError(f"is not a valid Redis URL: {problem or 'cannot be parsed'}") from None
         return url
-
-    @field_validator("password")
-    @classmethod
-    def _password(cls, value: SecretStr | None) -> SecretStr | None:
-        return _usable_secret(value, in_header=False)
 
     @field_validator("shard")
     @classmethod
@@ -396,7 +375,7 @@ class ControlSettings(_Section):
     #: ``host:port`` for the same API over TCP (``[::1]:9311`` for IPv6); needs a token.
     listen: ListenAddress = None
     #: Bearer token required on ``listen``: at least 16 printable ASCII characters.
-    token: SecretStr | None = None
+    token: HeaderSecret | None = None
     token_file: FilePath | None = None
     #: Allow a non-loopback ``listen`` address.
     allow_remote: bool = False
@@ -415,11 +394,6 @@ class ControlSettings(_Section):
         if size > MAX_SOCKET_PATH:
             raise ValueError(f"is {size} bytes; a Unix socket path has at most {MAX_SOCKET_PATH}")
         return value
-
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: SecretStr | None) -> SecretStr | None:
-        return _usable_secret(value, in_header=True)
 
     @model_validator(mode="after")
     def _one_token(self) -> ControlSettings:

@@ -7,7 +7,10 @@ runs in production: only tests, the benchmark and ``heartbeat emulator`` import 
 
 Elasticsearch API (``X-Elastic-Product: Elasticsearch`` and JSON on every answer)::
 
-    GET    /                                     cluster info (version, tagline)
+    GET    /                                     cluster info: cluster_uuid (settable:
+                                                 Emulator(cluster_uuid=...), heartbeat
+                                                 emulator --cluster-uuid), cluster_name,
+                                                 version.number, tagline
     POST   /_connector/_sync_job                 {"id": connector, "job_type"?} -> 201 {"id"}
     GET    /_connector/_sync_job?status=&connector_id=&job_type=&from=0&size=100
     GET    /_connector/_sync_job/<id>            the document, or 404

@@ -50,10 +50,12 @@ def execute(
     body: bytes,
     *,
     version: str,
+    cluster: tuple[str, str] = ("emulator", "heartbeat-emulator"),
 ) -> web.Response:
-    """Carry out a checked request on ``store``: the answer, or Reject with the error."""
+    """Carry out a checked request on ``store``: the answer, or Reject with the error.
+    ``cluster`` is ``(cluster_uuid, cluster_name)``, what ``GET /`` says."""
     if action == "info":
-        return _info(version)
+        return _info(version, cluster)
     if action == "list":
         return _list(store, request.query)
     if action == "post":
@@ -99,13 +101,14 @@ def _cancel(store: JobStore, job: SyncJob) -> None:
         raise Reject(es_error(400, "status_exception", reason))
 
 
-def _info(version: str) -> web.Response:
+def _info(version: str, cluster: tuple[str, str]) -> web.Response:
+    cluster_uuid, cluster_name = cluster
     return es_json(
         200,
         {
             "name": "heartbeat-emulator",
-            "cluster_name": "heartbeat-emulator",
-            "cluster_uuid": "emulator",
+            "cluster_name": cluster_name,
+            "cluster_uuid": cluster_uuid,
             "version": {"number": version, "build_flavor": "default"},
             "tagline": "You Know, for Search",
         },

@@ -55,6 +55,8 @@ class Emulator(JobStore):
         bearer: str | None = None,
         privileges: Privileges = "manage",
         version: str = "9.1.0",
+        cluster_uuid: str = "emulator",
+        cluster_name: str = "heartbeat-emulator",
         now: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -64,6 +66,9 @@ class Emulator(JobStore):
         self.bearer = bearer
         self.privileges: Privileges = privileges
         self.version = version
+        #: What ``GET /`` says (heartbeat checks it before trusting a 404).
+        self.cluster_uuid = cluster_uuid
+        self.cluster_name = cluster_name
         self.requests: list[RecordedRequest] = []
         self.faults = FaultPlan()
         self._monotonic = monotonic
@@ -145,6 +150,14 @@ class Emulator(JobStore):
                 privileges=self.privileges,
             )
             api.check_request(request, action, job_id, body, version=self.version)
-            return api.execute(self, request, action, job_id, body, version=self.version)
+            return api.execute(
+                self,
+                request,
+                action,
+                job_id,
+                body,
+                version=self.version,
+                cluster=(self.cluster_uuid, self.cluster_name),
+            )
         except Reject as rejected:
             return rejected.response

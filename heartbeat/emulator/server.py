@@ -71,7 +71,13 @@ async def serve(
         await runner.cleanup()
 
 
-async def run_emulator(host: str, port: int, api_key: str | None, data: Path | None = None) -> None:
+async def run_emulator(
+    host: str,
+    port: int,
+    api_key: str | None,
+    data: Path | None = None,
+    cluster_uuid: str = "emulator",
+) -> None:
     """Serve an emulator until SIGTERM/SIGINT, after printing ``emulator_listening url=...``.
 
     With ``data``, jobs are loaded from that JSON file at start (when it exists) and
@@ -79,7 +85,7 @@ async def run_emulator(host: str, port: int, api_key: str | None, data: Path | N
     Raises :class:`ListenError` or :class:`~heartbeat.emulator.datafile.DataFileError`
     before listening when it cannot start, and DataFileError when saving fails.
     """
-    emulator = Emulator(api_key=api_key)
+    emulator = Emulator(api_key=api_key, cluster_uuid=cluster_uuid)
     if data is not None:
         datafile.load(data, emulator)  # before listening: a refused file is never replaced
     listening = False
