@@ -12,6 +12,7 @@ one interpreter for all of them (see its docstring); a few run as their own
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -239,6 +240,11 @@ def cases(f: Files) -> list[Case]:
             "cloud_id bad", {es: {"hosts": DELETE, "cloud_id": "x:!!!"}}, "elasticsearch.cloud_id"
         ),
         Case(
+            "cloud_id bad host",
+            {es: {"hosts": DELETE, "cloud_id": "x:" + base64.b64encode(b"a b:99999$u").decode()}},
+            "elasticsearch.cloud_id",
+        ),
+        Case(
             "fingerprint number",
             {es: {"ssl_assert_fingerprint": 5}},
             "elasticsearch.ssl_assert_fingerprint",
@@ -280,6 +286,13 @@ def cases(f: Files) -> list[Case]:
         Case("jobs file number", {"jobs": {"file": 5}}, "jobs.file"),
         Case("jobs file NUL", {"jobs": {"file": "a\u0000b"}}, "jobs.file"),
         Case("state dir bool", {"state": {"dir": True}}, "state.dir"),
+        Case("ca empty", {es: {"ca_certs": ""}}, "elasticsearch.ca_certs: '': is empty"),
+        Case(
+            "api_key_file empty",
+            {es: {"api_key_file": " "}},
+            "elasticsearch.api_key_file: ' ': is empty",
+        ),
+        Case("jobs file empty", {"jobs": {"file": ""}}, "jobs.file: '': is empty"),
         Case("queue http", {"queue": {"url": "http://x"}}, "queue.url"),
         Case("queue option", {"queue": {"url": "redis://h/0?socket_timeout=x"}}, "queue.url"),
         Case(

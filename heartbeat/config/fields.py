@@ -36,8 +36,15 @@ def _no_nul(path: Path) -> Path:
     return path
 
 
+def _not_empty(value: object) -> object:
+    # Path("") is ".", the working directory: never what an empty value meant.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty; leave the key out to leave it unset")
+    return value
+
+
 #: A filesystem path; refused early when the OS could never open it.
-FilePath = Annotated[Path, AfterValidator(_no_nul)]
+FilePath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_no_nul)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -154,4 +161,7 @@ def decode_cloud_id(cloud_id: str) -> str:
     port = port or "443"
     if not port.isdigit():
         raise ValueError("cloud_id has a non-numeric port")
-    return f"https://{parts[1]}.{host}:{port}"
+    url = f"https://{parts[1]}.{host}:{port}"
+    if any(not char.isprintable() or char.isspace() for char in url) or base_url_problem(url):
+        raise ValueError("cloud_id does not decode to a valid host name and port")
+    return url

@@ -214,6 +214,12 @@ class StateSettings(_Section):
         )
     )
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        # "": no state file even under systemd (an empty path would be the cwd).
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class QueueSettings(_Section):
     """``[queue]``: a Redis stream of watch/unwatch entries (heartbeat.sources.queue)."""
