@@ -432,6 +432,11 @@ def test_sidecar_binds_to_one_connector_unit() -> None:
         ("PartOf", "elastic-connectors.service"),
         ("After", "elastic-connectors.service"),
     ]
+    # [worker] pid_file reads the connector's /proc/<pid>/stat: the unit's
+    # ProtectProc=invisible would hide it (proven under a real systemd by
+    # tests/systemd_container/test_hardening.py).
+    service = unit_lines(UNITS / "heartbeat-sidecar.example.conf", "Service")
+    assert service == [("ProtectProc", "default")]
 
 
 # MemoryDenyWriteExecute=yes forbids writable+executable mappings. The kernel's

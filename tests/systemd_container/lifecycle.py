@@ -79,3 +79,37 @@ def assert_no_secret_logged(m: Machine, *secrets: str) -> None:
     journal = m.run("journalctl", "--no-pager", "--output=cat").stdout
     for secret in secrets:
         assert secret not in journal
+
+
+SIDECAR = "heartbeat@elastic-connectors.service"
+SIDECAR_SOCKET = "/run/heartbeat-elastic-connectors/control.sock"
+WORKER_PID_FILE = "/run/elastic-connectors/worker.pid"
+
+
+def install_sidecar(m: Machine, key: str) -> None:
+    """The README's step 10, word for word (the example file ships in the image), for an
+    instance whose worker probe reads the stand-in connector's pid file."""
+    m.write(
+        "/etc/heartbeat/elastic-connectors.toml",
+        config(9200, [], f'[worker]\npid_file = "{WORKER_PID_FILE}"\nclock_skew = 2\n'),
+    )
+    m.write("/etc/heartbeat/elastic-connectors.api_key", key, mode="0600")
+    m.sh(
+        "install -D -m 0644 /usr/share/heartbeat/heartbeat-sidecar.example.conf"
+        " /etc/systemd/system/heartbeat@elastic-connectors.service.d/sidecar.conf"
+        " && systemctl daemon-reload"
+        " && systemctl add-wants elastic-connectors.service heartbeat@elastic-connectors.service"
+    )
+
+
+def worker_found(m: Machine, after: str) -> dict[str, object]:
+    """The sidecar's ``worker_found`` after ``after``, once it names the connector's pid."""
+    found = event_logged(m, SIDECAR, "worker_found", after)
+    assert str(found["pid"]) == m.prop("elastic-connectors", "MainPID"), found
+    return found
+
+
+def exposure(m: Machine, unit: str) -> float:
+    """``systemd-analyze security UNIT``'s overall exposure level, inside the machine."""
+    out = m.run("systemd-analyze", "security", "--no-pager", unit).stdout
+    return float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])

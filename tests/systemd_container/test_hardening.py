@@ -8,7 +8,9 @@ mode (see machine.py), where systemd applies every directive as on a host:
 * ``IPAddressDeny=`` / ``IPAddressAllow=``, the README's "network pinning" drop-in:
   with ``IPAddressAllow=localhost``, check-ins to 127.0.0.1 go on, and those to the
   container's own non-loopback address never arrive, though the same instance reaches
-  that address without the drop-in.
+  that address without the drop-in;
+* the sidecar drop-in's ``ProtectProc=default``: under the rest of the sandbox, the
+  ``[worker] pid_file`` probe still finds the connector's process.
 
 Everything else is proven in the unprivileged mode by test_units.py; this module runs
 only the start it needs.
@@ -22,15 +24,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.systemd_container.lifecycle import (
+    SIDECAR,
     active,
     assert_no_secret_logged,
     checked_in_after,
     config,
     event_logged,
+    install_sidecar,
     last_seen,
     start_emulator,
+    worker_found,
 )
-from tests.systemd_container.machine import Machine
+from tests.systemd_container.machine import Machine, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,3 +116,16 @@ def test_network_pinning_drop_in(machine: Machine) -> None:
     checked_in_after(m, "job-a", since)
     assert active(m, "heartbeat")
     m.systemctl("stop", "heartbeat@remote")
+
+
+def test_sidecar_sees_its_worker(machine: Machine) -> None:
+    # ProtectProc=invisible hides the connector's process from the dynamic user (the
+    # sidecar drop-in lifts it) and ProcSubset=pid hides /proc/stat (the probe reads the
+    # boot time from CLOCK_BOOTTIME instead): the probe must still find the worker.
+    m = machine
+    install_sidecar(m, KEY)
+    cursor = m.cursor()
+    m.systemctl("start", "elastic-connectors")
+    wait_until(lambda: active(m, SIDECAR), 30, "the sidecar to start with its connector")
+    worker_found(m, cursor)
+    m.systemctl("stop", "elastic-connectors")

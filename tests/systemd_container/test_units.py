@@ -32,14 +32,19 @@ import pytest
 from tests.systemd_container.lifecycle import (
     HEARTBEAT,
     SHUTDOWN_TIMEOUT,
+    SIDECAR,
+    SIDECAR_SOCKET,
     active,
     assert_no_secret_logged,
     checked_in_after,
     config,
     event_logged,
+    exposure,
+    install_sidecar,
     last_seen,
     start_emulator,
     watched,
+    worker_found,
 )
 from tests.systemd_container.machine import Machine, wait_until
 
@@ -153,35 +158,48 @@ def test_reload(machine: Machine) -> None:
 
 def test_broken_restart_is_not_restarted(machine: Machine) -> None:
     m = machine
-    # Three failures that a restart cannot fix, side by side, so one wait covers all:
-    # heartbeat's own EX_CONFIG (the broken file left by test_reload), a missing
-    # credential file, and a state directory that cannot be set up.
+    # Failures that a restart cannot fix, side by side, so one wait covers all:
+    # heartbeat's own EX_CONFIG (the broken file left by test_reload, and a credentials
+    # directory it cannot read), a missing credential file, and a state directory that
+    # cannot be set up.
     m.write("/etc/heartbeat/nokey.toml", config(9200, []))
     m.write("/etc/heartbeat/blocked.toml", config(9200, []))
     m.write("/etc/heartbeat/blocked.api_key", KEY, mode="0600")
     m.write("/var/lib/heartbeat-blocked", "not a directory\n")
+    # An unreadable $CREDENTIALS_DIRECTORY (/root: ProtectHome=yes makes it inaccessible).
+    m.write("/etc/heartbeat/nocred.toml", config(9200, []))
+    m.write(
+        "/etc/systemd/system/heartbeat@nocred.service.d/unreadable.conf",
+        "[Service]\nLoadCredential=\nEnvironment=CREDENTIALS_DIRECTORY=/root\n",
+    )
+    m.systemctl("daemon-reload")
     cursor = m.cursor()
     assert m.systemctl("restart", "heartbeat", check=False).returncode != 0
-    for unit in ("heartbeat@nokey", "heartbeat@blocked"):
+    for unit in ("heartbeat@nokey", "heartbeat@blocked", "heartbeat@nocred"):
         assert m.systemctl("start", unit, check=False).returncode != 0
     expected = {
         "heartbeat": "status=78/CONFIG",
+        "heartbeat@nocred": "status=78/CONFIG",
         "heartbeat@nokey": "status=243/CREDENTIALS",
         "heartbeat@blocked": "status=238/STATE_DIRECTORY",
     }
     for unit, status in expected.items():
         journal = m.journal(unit, cursor)
         assert any(status in line for line in journal), journal
-    # The daemon's own account: one line naming the key, no traceback.
-    daemon = [line for line in m.journal("heartbeat", cursor) if "schedule.interval" in line]
-    assert len(daemon) == 1, m.journal("heartbeat", cursor)
-    assert not any("Traceback" in line for line in m.journal("heartbeat", cursor))
+    # The daemon's own account: one line naming the key (or the credential), no traceback.
+    for unit, names in (
+        ("heartbeat", "schedule.interval"),
+        ("heartbeat@nocred", "systemd credential api_key"),
+    ):
+        journal = m.journal(unit, cursor)
+        assert len([line for line in journal if names in line]) == 1, journal
+        assert not any("Traceback" in line for line in journal), journal
 
     time.sleep(15)  # RestartSec=5: a restart loop would have tried twice by now
     for unit in expected:
         state = m.show(unit, "ActiveState", "NRestarts")
         assert state == {"ActiveState": "failed", "NRestarts": "0"}, (unit, state)
-    for unit in ("heartbeat@nokey", "heartbeat@blocked"):
+    for unit in ("heartbeat@nokey", "heartbeat@blocked", "heartbeat@nocred"):
         m.systemctl("reset-failed", unit)
 
     m.write("/etc/heartbeat/heartbeat.toml", config(9200, ["job-a", "job-b", "job-d"]))
@@ -277,37 +295,49 @@ def test_template_beside_the_single_unit(machine: Machine) -> None:
 
 
 def test_security_exposure(machine: Machine) -> None:
-    for unit in ("heartbeat.service", "heartbeat@search.service"):
-        result = machine.run("systemd-analyze", "security", "--no-pager", unit)
-        level = result.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0]
-        assert float(level) <= 1.2, result.stdout
+    assert exposure(machine, "heartbeat.service") <= 1.2
+    assert exposure(machine, "heartbeat@search.service") <= 1.2
 
 
-def test_sidecar_follows_its_connector(machine: Machine) -> None:
+def test_sidecar_follows_its_connector_and_its_worker(machine: Machine) -> None:
     m = machine
-    sidecar = "heartbeat@elastic-connectors.service"
-    m.write("/etc/heartbeat/elastic-connectors.toml", config(9200, ["job-a"]))
-    m.write("/etc/heartbeat/elastic-connectors.api_key", KEY, mode="0600")
-    # The README's step 10, word for word (the example file ships in the image).
-    m.sh(
-        "install -D -m 0644 /usr/share/heartbeat/heartbeat-sidecar.example.conf"
-        " /etc/systemd/system/heartbeat@elastic-connectors.service.d/sidecar.conf"
-        " && systemctl daemon-reload"
-        " && systemctl add-wants elastic-connectors.service heartbeat@elastic-connectors.service"
-    )
+    install_sidecar(m, KEY)
+    cursor = m.cursor()
     m.systemctl("start", "elastic-connectors")
-    wait_until(lambda: active(m, sidecar), 30, "the sidecar to start with its connector")
+    wait_until(lambda: active(m, SIDECAR), 30, "the sidecar to start with its connector")
+    first = worker_found(m, cursor)
+    # The drop-in lifts ProtectProc= for the pid probe (test_hardening).
+    assert exposure(m, SIDECAR) <= 1.2
+    # A job the running worker claimed: vouched for.
+    m.emulator(9200, "POST", "/_emulator/jobs", {"job_id": "sc-1"})
+    since = last_seen(m, "sc-1")
+    m.run(HEARTBEAT, "jobs", "--socket", SIDECAR_SOCKET, "add", "sc-1")
+    checked_in_after(m, "sc-1", since)
+    time.sleep(3)  # clock_skew = 2: the next incarnation starts clearly after sc-1's claim
 
     m.systemctl("stop", "elastic-connectors")
-    assert m.prop(sidecar, "ActiveState") == "inactive"
+    assert m.prop(SIDECAR, "ActiveState") == "inactive"
 
+    cursor = m.cursor()
     m.systemctl("start", "elastic-connectors")
-    wait_until(lambda: active(m, sidecar), 30, "the sidecar to start again with its connector")
+    wait_until(lambda: active(m, SIDECAR), 30, "the sidecar to start again with its connector")
+    second = worker_found(m, cursor)
+    assert second["started_at"] != first["started_at"]
+    # The new incarnation did not claim sc-1 (the saved watch list brought it back): its
+    # worker is gone, so heartbeat stops vouching for it.
+    removed = event_logged(m, SIDECAR, "job_removed", cursor)
+    assert (removed["job_id"], removed["reason"]) == ("sc-1", "worker_restarted"), removed
+    assert watched(m, SIDECAR_SOCKET) == {}
+    since = last_seen(m, "sc-1")
+    m.emulator(9200, "POST", "/_emulator/jobs", {"job_id": "sc-2"})
+    m.run(HEARTBEAT, "jobs", "--socket", SIDECAR_SOCKET, "add", "sc-2")
+    checked_in_after(m, "sc-2", last_seen(m, "sc-2"))
+    assert last_seen(m, "sc-1") == since
 
     # A crash of the connector (not a stop) takes the sidecar down too: BindsTo=.
     m.systemctl("kill", "--signal=KILL", "elastic-connectors")
     wait_until(
-        lambda: m.prop(sidecar, "ActiveState") in {"inactive", "failed"},
+        lambda: m.prop(SIDECAR, "ActiveState") in {"inactive", "failed"},
         30,
         "the sidecar to stop when its connector dies",
     )
