@@ -292,3 +292,14 @@ def test_a_health_url_with_credentials_is_refused_unechoed(tmp_path: Path) -> No
     message = error_of(tmp_path, '[worker]\nhealth_url = "http://user:s3cr3t-pw@127.0.0.1/h"\n')
     assert "worker.health_url" in message and "credentials" in message
     assert "s3cr3t-pw" not in message
+
+
+def test_drop_confirm_after_must_stay_well_below_idle_after(tmp_path: Path) -> None:
+    path = tmp_path / "hb.toml"
+    path.write_text("[schedule]\nidle_after = 300\ndrop_confirm_after = 150\n")
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(path)
+    assert caught.value.key == "schedule.drop_confirm_after"
+    assert "half of schedule.idle_after" in str(caught.value)
+    path.write_text("[schedule]\nidle_after = 300\ndrop_confirm_after = 149\n")
+    assert configuration.load(path).schedule.drop_confirm_after == 149
