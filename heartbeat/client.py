@@ -376,7 +376,6 @@ class Client:
     def _judge(self, host: Host, answer: Answer) -> Retryable | None:
         """Record what ``GET /`` said about ``host``; a Retryable when it belongs to
         another cluster."""
-        previous = host.identity
         if answer.status in (401, 403):
             host.identity = "unavailable"
             if not self.identity.unavailable_logged:
@@ -397,7 +396,7 @@ class Client:
         if self.identity.judge(host.url, info.uuid) == "match":
             host.identity = "confirmed"
             host.identity_at = self._monotonic()
-            if previous is None or previous == "mismatch":
+            if self.identity.connected_to(host.url, info.uuid):
                 log.info(
                     "elasticsearch_connected",
                     host=host.url,

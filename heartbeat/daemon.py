@@ -72,6 +72,7 @@ class Heartbeat:
             config.elasticsearch.cluster_uuid, on_change=self._identity_changed
         )
         self._client = self._new_client(config)
+        self.identity.forget([host.url for host in self._client.pool.hosts])
         self.scheduler = Scheduler(
             self._client.check_in,
             schedule=config.schedule,
@@ -106,6 +107,7 @@ class Heartbeat:
                 self.scheduler.sources,
                 leases=self.leases.snapshot,
                 extras=self._memories,
+                outcomes=lambda: outcomes_json(self.scheduler.outcome_rows()),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
@@ -144,11 +146,7 @@ class Heartbeat:
 
     def _memories(self) -> dict[str, Any]:
         """The state file's extras (heartbeat.memory)."""
-        return {
-            "cluster_uuid": self.identity.remembered,
-            "outcomes": outcomes_json(self.scheduler.outcome_rows()),
-            "dropped": self.tombstones.to_json(),
-        }
+        return {"cluster_uuid": self.identity.remembered, "dropped": self.tombstones.to_json()}
 
     def dropped(self) -> list[Tombstone]:
         """The tombstones of dropped jobs, oldest first."""
@@ -245,7 +243,7 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        for job_id, outcome in parse_outcomes(extras.get("outcomes")).items():
+        for job_id, outcome in parse_outcomes(self.state.loaded_outcomes).items():
             self.scheduler.restore_outcome(
                 job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
             )
@@ -290,6 +288,7 @@ class Heartbeat:
             return
         try:
             self.state.save_now()
+            self.state.save_outcomes_now()  # exact after a clean stop
         except OSError as error:
             log.error("state_save_failed", path=str(self.state.path), error=str(error))
         finally:

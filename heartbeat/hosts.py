@@ -102,7 +102,13 @@ class HostPool:
         if trial:
             host.trial = False
         count = len(self.hosts)
-        if count == 1 or (host.dead and not trial):
+        if count == 1:
+            # Never dead, but read GET / again once it answers: who answers after a
+            # reconnection may be another cluster (a DNS or load-balancer change).
+            if host.identity != "mismatch":
+                host.identity = None
+            return False
+        if host.dead and not trial:
             return False
         was_alive = not host.dead
         host.failures += 1

@@ -76,6 +76,11 @@ class ClusterIdentity:
         #: Hosts (as logged) that belong to another cluster, with what they said.
         self.mismatches: dict[str, str] = {}
         self.unavailable_logged = False
+        #: The cluster each host was last logged as ``elasticsearch_connected`` to.
+        self.connected: dict[str, str] = {}
+        #: The hosts configured now (None: any); a retired client's late answer from
+        #: a host no longer configured is not recorded.
+        self.hosts: set[str] | None = None
 
     @property
     def expected(self) -> str | None:
@@ -103,12 +108,25 @@ class ClusterIdentity:
     def mismatched(self, host: str, uuid: str) -> bool:
         """Note that ``host`` belongs to cluster ``uuid``; True the first time (log
         ``elasticsearch_cluster_mismatch`` once)."""
+        if self.hosts is not None and host not in self.hosts:
+            return False  # a request of the previous configuration, finishing late
         first = self.mismatches.get(host) != uuid
         self.mismatches[host] = uuid
+        self.connected.pop(host, None)
         return first
 
+    def connected_to(self, host: str, uuid: str) -> bool:
+        """``host`` was confirmed as cluster ``uuid``; True when that is news (log
+        ``elasticsearch_connected`` once per host, not after every reconnection)."""
+        if self.connected.get(host) == uuid:
+            return False
+        self.connected[host] = uuid
+        return True
+
     def forget(self, hosts: list[str]) -> None:
-        """Keep only mismatches of hosts still configured (after a reload)."""
+        """The hosts configured now (at start, and after a reload): mismatches of
+        other hosts are forgotten, and no longer recorded."""
+        self.hosts = set(hosts)
         for host in list(self.mismatches):
             if host not in hosts:
                 del self.mismatches[host]

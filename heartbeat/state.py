@@ -1,12 +1,17 @@
 """The watch list on disk, so that it survives restarts (``[state] dir``).
 
 Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for it,
-and the daemon's other memories beside it (``extras``: the expected cluster, each
-job's last outcomes, the tombstones of dropped jobs; see :mod:`heartbeat.memory`).
-Saved atomically (temporary file, fsync, rename, fsync of the directory) after each
-change, bursts coalesced into one write; outcomes alone (:meth:`StateStore.touched`,
-once per check-in, cheap) are written at most every :data:`OUTCOME_PERIOD` seconds.
-Loaded at start before any source runs.
+and the daemon's small memories beside it (``extras``: the expected cluster, the
+tombstones of dropped jobs; see :mod:`heartbeat.memory`). Saved atomically (temporary
+file, fsync, rename, fsync of the directory) after each change, bursts coalesced into
+one write. Loaded at start before any source runs.
+
+Each job's last outcomes go to ``<dir>/outcomes.json`` instead: they change with every
+check-in, so they are written on their own (:meth:`StateStore.touched` is a flag set
+per check-in), at most every :data:`OUTCOME_PERIOD` seconds and never more than
+:data:`OUTCOME_BUDGET` of the time (a 100,000-job file takes about half a second to
+write here), encoded and written in a worker thread; a watch-list change (a control
+API acknowledgement) never waits for them.
 A corrupt or unreadable file is logged, kept aside under a new name, and the daemon
 starts from its sources: never a crash loop. A state directory that cannot be used at
 all is logged (``state_unreadable``), saving is retried (``state_save_failed`` once),
@@ -41,6 +46,7 @@ from heartbeat.errors import ConfigError
 log = structlog.get_logger("heartbeat")
 
 FILENAME = "watchlist.json"
+OUTCOMES_FILENAME = "outcomes.json"
 LOCKNAME = "lock"
 FORMAT_VERSION = 1
 #: Changes within this many seconds of each other are written together.
@@ -48,6 +54,9 @@ COALESCE = 0.05
 #: Check-in outcomes alone are written at most this often: never a write per
 #: check-in, and after ``kill -9`` they are at most this (plus one write) old.
 OUTCOME_PERIOD = 5.0
+#: ...and at most this share of the time: with a huge list the period grows to
+#: ``last write's duration / OUTCOME_BUDGET``.
+OUTCOME_BUDGET = 0.05
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -136,6 +145,7 @@ class StateStore:
         snapshot: Callable[[], dict[str, tuple[str, ...]]],
         leases: Callable[[], dict[str, dict[str, float]]] | None = None,
         extras: Callable[[], dict[str, Any]] | None = None,
+        outcomes: Callable[[], Any] | None = None,
     ):
         self.directory = directory
         self.path = directory / FILENAME
@@ -146,6 +156,10 @@ class StateStore:
         self._extras = extras
         #: The extras of the file :meth:`load` read (empty before, or without a file).
         self.loaded_extras: dict[str, Any] = {}
+        self.outcomes_path = directory / OUTCOMES_FILENAME
+        self._outcomes_snapshot = outcomes
+        #: What :meth:`load` found in ``outcomes.json`` (None: no usable file).
+        self.loaded_outcomes: Any = None
         self._touched = False
         self._changed = 0
         self._saved = 0
@@ -205,6 +219,7 @@ class StateStore:
             return {}
         try:
             jobs, self.loaded_extras = decode_all(raw)
+            self.loaded_outcomes = self._load_outcomes()
             self.loaded_leases = decode_leases(raw)
             return jobs
         except (ValueError, UnicodeDecodeError) as exc:
@@ -238,12 +253,46 @@ class StateStore:
         extras = self._extras() if self._extras is not None else None
         return encode(snapshot, leases, extras), len(snapshot)
 
+    def _load_outcomes(self) -> Any:
+        """The saved outcomes, or None: a missing or damaged file only loses them."""
+        try:
+            payload = json.loads(self.outcomes_path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("state_outcomes_unreadable", path=str(self.outcomes_path), error=str(exc))
+            return None
+        return payload.get("outcomes") if isinstance(payload, dict) else None
+
+    def save_outcomes_now(self) -> None:
+        """Write the outcomes synchronously (used at shutdown)."""
+        if self._outcomes_snapshot is not None:
+            self._write_outcomes(self._outcomes_snapshot())
+
+    def _write_outcomes(self, outcomes: Any) -> None:
+        payload = {"version": FORMAT_VERSION, "outcomes": outcomes}
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(self.outcomes_path, data)
+
     async def _outcomes(self) -> None:
+        if self._outcomes_snapshot is None:
+            return
+        period = OUTCOME_PERIOD
         while True:
-            await anyio.sleep(OUTCOME_PERIOD)
-            if self._touched:
-                self._touched = False
-                self._dirty.set()
+            await anyio.sleep(period)
+            if not self._touched:
+                continue
+            self._touched = False
+            started = time.monotonic()
+            snapshot = self._outcomes_snapshot()  # in the loop: a consistent picture
+            try:
+                await anyio.to_thread.run_sync(self._write_outcomes, snapshot)
+            except OSError as exc:
+                self._touched = True  # try again next period; the watch list reports
+                log.debug("state_outcomes_save_failed", error=str(exc))
+                continue
+            period = max(OUTCOME_PERIOD, (time.monotonic() - started) / OUTCOME_BUDGET)
 
     def changed(self) -> None:
         """Note that the watch list changed (cheap; the saver writes soon)."""
@@ -279,7 +328,6 @@ class StateStore:
             await anyio.sleep(COALESCE)
             self._dirty = anyio.Event()
             generation = self._changed
-            self._touched = False  # this write carries the outcomes too
             data, count = self._encode()
             try:
                 await anyio.to_thread.run_sync(self._write, data)

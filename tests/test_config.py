@@ -287,3 +287,14 @@ def test_worker_probes_are_validated(tmp_path: Path) -> None:
     )
     assert config.worker.pid_file == missing and config.worker.enabled
     assert not configuration.load(write(tmp_path, "")).worker.enabled
+
+
+def test_drop_confirm_after_must_stay_well_below_idle_after(tmp_path: Path) -> None:
+    path = tmp_path / "hb.toml"
+    path.write_text("[schedule]\nidle_after = 300\ndrop_confirm_after = 150\n")
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(path)
+    assert caught.value.key == "schedule.drop_confirm_after"
+    assert "half of schedule.idle_after" in str(caught.value)
+    path.write_text("[schedule]\nidle_after = 300\ndrop_confirm_after = 149\n")
+    assert configuration.load(path).schedule.drop_confirm_after == 149

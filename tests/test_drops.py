@@ -157,3 +157,13 @@ def test_damaged_saved_entries_are_skipped_not_fatal() -> None:
 def test_outcomes_keep_only_jobs_with_something_to_remember() -> None:
     rows = [("a", 5.0, 0, None), ("new", None, 0, None), ("b", None, 2, "http_503: x")]
     assert outcomes_json(rows) == {"a": [5.0, 0, None], "b": [None, 2, "http_503: x"]}
+
+
+def test_a_late_answer_from_a_host_no_longer_configured_is_not_recorded() -> None:
+    identity = ClusterIdentity(remembered="uuid-a")
+    identity.forget(["http://b"])
+    identity.mismatched("http://b", "uuid-b")
+    identity.forget(["http://a"])  # a reload back to A
+    # A request of the retired client, still reading B, finishes now:
+    assert identity.mismatched("http://b", "uuid-b") is False
+    assert identity.mismatches == {}

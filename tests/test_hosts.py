@@ -89,7 +89,9 @@ def test_a_single_host_is_never_marked_dead() -> None:
     pool = HostPool([A])
     host, trial = pool.pick(0.0) or (None, False)
     assert host is not None
+    host.identity = "confirmed"
     assert pool.failed(host, 0.0, trial=trial) is False
+    assert host.identity is None  # GET / is read again once it answers
     assert urls(pool, 0.0) == A
     assert urls(pool, 0.0, frozenset({0})) is None
 

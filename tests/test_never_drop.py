@@ -23,7 +23,8 @@ from heartbeat import Heartbeat
 from heartbeat.config import Config
 from heartbeat.control import ControlSource
 from heartbeat.emulator import Emulator, Fault, serve
-from heartbeat.state import FILENAME
+from heartbeat.state import FILENAME, OUTCOMES_FILENAME
+from tests.faultproxy import fault_proxy
 from tests.helpers_control import api_client, short_dir
 from tests.helpers_daemon import run_daemon
 
@@ -325,7 +326,7 @@ async def test_last_success_comes_back_after_kill_9(tmp_path: Path) -> None:
         )
         config.chmod(0o600)
         async with run_daemon(config) as daemon:
-            saved = await saved_outcome(state / FILENAME, "job-a")
+            saved = await saved_outcome(state / OUTCOMES_FILENAME, "job-a")
             daemon.signal(signal.SIGKILL)
             await daemon.wait()
         emu.always(Fault(status=503))  # after the restart, nothing succeeds
@@ -353,3 +354,31 @@ async def saved_outcome(path: Path, job_id: str) -> float:
             if outcome and outcome[0] is not None:
                 return float(outcome[0])
             await anyio.sleep(0.2)
+
+
+async def test_another_cluster_behind_the_same_url_after_a_reconnection() -> None:
+    # A DNS or load-balancer change during an outage: the one host URL now leads to
+    # another cluster, which answers a genuine 404 for every job.
+    ids = [f"job-{n}" for n in range(4)]
+    emu_a, emu_b = two_clusters(ids)
+    async with serve(emu_a) as url_a, serve(emu_b) as url_b, fault_proxy(url_a) as proxy:
+        with capture_logs() as logs, anyio.fail_after(30):
+            async with Heartbeat(config_for(proxy.url)) as hb:
+                hb.watch_many(ids, "test")
+                await anyio.sleep(1.2)
+                await proxy.set_mode("refuse")
+                await anyio.sleep(0.8)
+                host, port = url_b.removeprefix("http://").rsplit(":", 1)
+                proxy.upstream = (host, int(port))
+                await proxy.set_mode("pass")
+                await anyio.sleep(2.0)
+                watched = {job.id for job in hb.jobs()}
+                readiness = hb.health.readiness()
+    assert watched == set(ids)
+    assert emu_b.checkins() == []
+    assert {r.action for r in emu_b.requests} == {"info"}
+    assert readiness.reason == "elasticsearch_cluster_mismatch"
+    [mismatch] = events(logs, "elasticsearch_cluster_mismatch")
+    assert (mismatch["host"], mismatch["found"]) == (proxy.url, UUID_B)
+    assert not events(logs, "job_dropped")
+    assert len(events(logs, "elasticsearch_connected")) == 1  # once per host

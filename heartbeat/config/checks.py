@@ -2,7 +2,8 @@
 
 Owns the rules no single section can enforce alone: ``schedule.interval`` (with jitter),
 ``elasticsearch.request_timeout`` and ``discovery.interval`` below
-``schedule.idle_after``, the floors of the two intervals, of
+``schedule.idle_after``, ``schedule.drop_confirm_after`` below half of it, the floors of
+the two intervals, of
 ``schedule.status_check_interval`` and of ``schedule.ramp_rate``, ``backoff.max`` not below
 ``backoff.initial``, a decodable ``elasticsearch.cloud_id``, certificate files that
 exist and parse (the TLS context is built here, as the client will build it),
@@ -81,6 +82,16 @@ def cross_checks(config: Config, source: str) -> None:
             f"{s.ramp_rate:g} is below the floor of {MIN_RAMP_RATE:g} jobs per second: a "
             "batch of new jobs waits in line for its first check-in",
             key="schedule.ramp_rate",
+            source=source,
+        )
+    if s.drop_confirm_after >= s.idle_after / 2:
+        # A job with a passing 404 is not checked in again before this: it must not
+        # come near the idle rule.
+        raise ConfigError(
+            f"{s.drop_confirm_after:g} must be less than half of schedule.idle_after "
+            f"({s.idle_after / 2:g}): a job with a passing 404 waits this long for its "
+            "next check-in",
+            key="schedule.drop_confirm_after",
             source=source,
         )
     timeout = config.elasticsearch.request_timeout
