@@ -38,7 +38,9 @@ systemd-test: $(BIN)/heartbeat
 	$(BIN)/pytest tests/systemd_container
 
 bench: $(BIN)/heartbeat
+	scripts/system-packages bench
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/checkin_cpu.py
 	$(BIN)/python bench/scale.py
 

@@ -83,12 +83,17 @@ def running_stub() -> Iterator[str]:
             raise RuntimeError(f"stub server did not start: {line!r}")
         yield line.split("=", 1)[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stub_stats(url: str) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Client-side CPU per 10,000 check-ins: heartbeat vs bare aiohttp vs the official client.
 
-One stub server (``bench/_stub.py``, a separate process, so its CPU is not counted)
-answers every check-in as Elasticsearch does (200, ``{"result":"updated"}``,
-``X-Elastic-Product``); the stub rather than the emulator because it answers in the
-least server time and does not grow a request log, so every variant sees the same,
-steady server. In this process, each variant makes
+One stand-in server in a separate process (its CPU is not counted) answers every
+check-in as Elasticsearch does (200, ``{"result":"updated"}``, ``X-Elastic-Product``):
+first ``bench/_stub.py`` (aiohttp), then nginx (``bench/_nginx.py``, a C server that
+is never the bottleneck), each measured and printed in turn (``--server`` picks one);
+not the emulator, which grows a request log, so every variant sees the same, steady
+server. In this process, each variant makes
 10,000 check-ins with the same concurrency, the same headers and one connection pool,
 and we measure ``time.process_time()`` (user + system CPU of this process, all
 threads) around those 10,000 only: set-up, a warm-up that opens the connections,
@@ -70,7 +71,7 @@ from urllib.parse import quote
 import aiohttp
 
 # `python bench/checkin_cpu.py` puts bench/ first on sys.path.
-from _stub import running_stub, stub_stats
+from _nginx import SERVERS, running_server
 
 from heartbeat import logs
 from heartbeat.client import ACCEPT, USER_AGENT, Client
@@ -407,7 +408,12 @@ def report(results: dict[str, list[Run]], checkins: int) -> bool:
 
 
 async def main_async(
-    rounds: int, paced_rounds: int, rate: float, checkins: int, concurrency: int
+    rounds: int,
+    paced_rounds: int,
+    rate: float,
+    checkins: int,
+    concurrency: int,
+    servers: tuple[str, ...] = SERVERS,
 ) -> int:
     sections: list[tuple[str, int, float | None]] = [("flat out", rounds, None)]
     if rate > 0 and paced_rounds > 0:
@@ -415,24 +421,25 @@ async def main_async(
     verdicts: list[tuple[str, bool]] = []
     global control_spins
     control_spins = calibrate()
-    with running_stub() as url:
-        print(
-            f"checkin_cpu: {checkins} check-ins per run, concurrency {concurrency}, "
-            f"server {url} (bench/_stub.py, separate process)",
-            flush=True,
-        )
-        for label, section_rounds, section_rate in sections:
-            print(f"\n== {label}: {section_rounds} interleaved rounds", flush=True)
-            before = stub_stats(url)
-            results = await measure(url, section_rounds, checkins, concurrency, section_rate)
-            if results is None:
-                return 1
-            after = stub_stats(url)
-            served = after["requests"] - before["requests"]
-            server_cpu = (after["cpu_s"] - before["cpu_s"]) * 10_000 / served
-            print(f"\n== {label}")
-            verdicts.append((label, report(results, checkins)))
-            print(f"(server: {server_cpu:.3f} CPU s per 10k requests, not counted above)")
+    for server in servers:
+        with running_server(server) as (url, stats, description):
+            print(
+                f"\n==== server: {server} ({description}) at {url}\n"
+                f"checkin_cpu: {checkins} check-ins per run, concurrency {concurrency}",
+                flush=True,
+            )
+            for label, section_rounds, section_rate in sections:
+                print(f"\n== {server}, {label}: {section_rounds} interleaved rounds", flush=True)
+                before = stats()
+                results = await measure(url, section_rounds, checkins, concurrency, section_rate)
+                if results is None:
+                    return 1
+                after = stats()
+                served = after["requests"] - before["requests"]
+                server_cpu = (after["cpu_s"] - before["cpu_s"]) * 10_000 / served
+                print(f"\n== {server}, {label}")
+                verdicts.append((f"{server}, {label}", report(results, checkins)))
+                print(f"(server: {server_cpu:.3f} CPU s per 10k requests, not counted above)")
     print(
         f"(official client: {shown_warnings} GeneralAvailabilityWarning shown, "
         "Python prints each location once; every call still builds it)"
@@ -455,6 +462,12 @@ def main() -> int:
     )
     parser.add_argument("--checkins", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--server",
+        choices=[*SERVERS, "both"],
+        default="both",
+        help="the stand-in server: the aiohttp stub, nginx, or both in turn (default)",
+    )
     args = parser.parse_args()
     # As `heartbeat run` configures it (info level); the lines go nowhere.
     devnull = open(os.devnull, "w")  # noqa: SIM115
@@ -462,7 +475,14 @@ def main() -> int:
     # Default warning filters (so each call pays what a user's pays); no printing.
     warnings.showwarning = count_warning
     return asyncio.run(
-        main_async(args.rounds, args.paced_rounds, args.rate, args.checkins, args.concurrency)
+        main_async(
+            args.rounds,
+            args.paced_rounds,
+            args.rate,
+            args.checkins,
+            args.concurrency,
+            SERVERS if args.server == "both" else (args.server,),
+        )
     )
 
 

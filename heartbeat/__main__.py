@@ -9,13 +9,18 @@ a traceback. Nothing heavy is imported at module level: this module and the pack
 
 A command that runs until stopped (``run``, ``emulator``, ``demo``) takes SIGINT over
 with its own signal handling once it is running, and then stops cleanly (status 0).
+
+The handler is installed as this module is imported, in the statement right after
+``import signal``: nothing imports this module but the command itself.
 """
 
-import contextlib
-import os
-import signal
+from __future__ import annotations
+
 import sys
-from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -23,13 +28,34 @@ EXIT_SOFTWARE = 70  # sysexits.h: an internal error (a bug)
 INTERRUPTED = "heartbeat: interrupted"
 
 
+def _interrupted(_signum: int, _frame: FrameType | None) -> NoReturn:
+    """SIGINT: one line, status 130, now.
+
+    A handler that exits rather than raising KeyboardInterrupt: raised inside an
+    import, that exception can be swallowed by a library's bare except, and CPython
+    3.11 remembers one raised inside exec() (dataclasses and pydantic build methods
+    with it) and then ends the process by SIGINT instead of with our status."""
+    import contextlib
+    import os
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+# Defined above, installed here: nothing that takes time runs between the two.
+import signal  # noqa: E402
+
+signal.signal(signal.SIGINT, _interrupted)
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+
+
 def entry() -> None:
-    # Before any import that takes time. A handler that exits rather than raising
-    # KeyboardInterrupt: raised inside an import, that exception can be swallowed by a
-    # library's bare except, and CPython 3.11 remembers one raised inside exec()
-    # (dataclasses and pydantic build methods with it) and then ends the process by
-    # SIGINT instead of with our status.
-    signal.signal(signal.SIGINT, _interrupted)
     try:
         from heartbeat.cli import main
 
@@ -37,24 +63,20 @@ def entry() -> None:
         # Done: a Ctrl-C now must not turn the command's status into a death by
         # SIGINT while the interpreter shuts down (which resets handlers it set).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:
-        # SIGINT after a command's own handling gave it back to Python (asyncio
-        # restores the default handler when a signal receiver closes).
-        _interrupted(signal.SIGINT, None)
-    except BrokenPipeError:
-        code = _quit(EXIT_BROKEN_PIPE, None, stdout_closed=True)
-    except Exception as exc:  # the last line of defence: one line, never a traceback
-        code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(exc)}")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the last line of defence: one line, never a traceback
+        # Unwrapped from the task groups it may have crossed.
+        leaf = _leaf(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            # SIGINT after a command's own handling gave it back to Python (asyncio
+            # restores the default handler when a signal receiver closes).
+            _interrupted(signal.SIGINT, None)
+        if isinstance(leaf, BrokenPipeError):
+            code = _quit(EXIT_BROKEN_PIPE, None, stdout_closed=True)
+        else:
+            code = _quit(EXIT_SOFTWARE, f"heartbeat: internal error: {_describe(leaf)}")
     sys.exit(code)
-
-
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), f"{INTERRUPTED}\n".encode())
-    os._exit(EXIT_INTERRUPTED)
 
 
 def _quit(code: int, line: str | None, *, stdout_closed: bool = False) -> int:
@@ -74,9 +96,13 @@ def _quit(code: int, line: str | None, *, stdout_closed: bool = False) -> int:
     return code
 
 
-def _describe(exc: BaseException) -> str:
+def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     try:
         from heartbeat.logs import scrub

@@ -40,7 +40,7 @@ EPILOG = """\
 configuration: --config PATH, else $HEARTBEAT_CONFIG, else /etc/heartbeat/heartbeat.toml;
 every key can be overridden as HEARTBEAT_<SECTION>__<KEY> (HEARTBEAT_ELASTICSEARCH__API_KEY).
 exit codes: 0 ok, 1 check-in: job not found, 2 failure or usage error, 78 config error,
-130 interrupted (Ctrl-C).
+70 internal error, 130 interrupted (Ctrl-C), 141 stdout closed.
 """
 
 #: The demo's longest run: a day (anyio's timers take any finite float, a person does not).
@@ -223,6 +223,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or "not UTF-8 text"
             print(f"heartbeat emulator: --api-key-file: {reason}", file=sys.stderr)
+            return EXIT_FAILED
+        if not api_key:
+            # Not "no credentials": an emulator asked to check a key must not accept all.
+            print(
+                f"heartbeat emulator: --api-key-file: {args.api_key_file} is empty", file=sys.stderr
+            )
             return EXIT_FAILED
     logs.configure(format="auto", level="info")
     try:

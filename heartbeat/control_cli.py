@@ -163,14 +163,34 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def resolve_target(args: argparse.Namespace) -> Target:
     token = _token(args.token_file)
-    if args.url:
-        url = str(args.url).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise Failure(f"--url {url!r} must start with http:// or https://")
-        return Target(socket=None, url=url, token=token)
-    if args.socket:
+    if args.url is not None:
+        return Target(socket=None, url=_checked_url(str(args.url)), token=token)
+    if args.socket is not None:
+        if not args.socket:
+            raise Failure("--socket: the path is empty")
         return Target(socket=Path(args.socket), url=None, token=token)
     return configured_target(args.config, token)
+
+
+def _checked_url(url: str) -> str:
+    """``--url`` as the base of every request, or Failure naming what is wrong with it
+    (never echoing a password it holds)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        raise Failure(f"--url: not a usable URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise Failure(f"--url {_shown(url)} must start with http:// or https://")
+    if parts.username is not None or parts.password is not None:
+        raise Failure("--url must not hold credentials: give the token with --token-file")
+    if not parts.hostname:
+        raise Failure(f"--url {_shown(url)} has no host")
+    if parts.query or parts.fragment:
+        raise Failure(f"--url {_shown(url)}: give the base URL only, no ? or #")
+    return url.rstrip("/")
 
 
 def _token(path: str | None) -> str | None:

@@ -20,13 +20,13 @@ import signal
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import logs, observability
+from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.client import Client
 from heartbeat.clock import Clock
@@ -40,13 +40,16 @@ from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
-from heartbeat.observability import Listener
 from heartbeat.reload import reload
 from heartbeat.scheduler import JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
 from heartbeat.worker import WorkerMonitor
+
+if TYPE_CHECKING:
+    # aiohttp.web and prometheus_client are loaded only with [metrics] listen.
+    from heartbeat.observability import Listener
 
 log = structlog.get_logger("heartbeat")
 
@@ -197,6 +200,8 @@ class Heartbeat:
         # listen set gets the same endpoints. Listening before READY=1 is sent.
         address = self.config.metrics.address()
         if address is not None:
+            from heartbeat import observability
+
             try:
                 self.listener = await self.start(
                     observability.serve, self.metrics, self.health, *address, name="metrics"

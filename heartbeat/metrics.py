@@ -41,21 +41,8 @@ import bisect
 import platform
 import time
 from collections.abc import Iterable
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
 from heartbeat._version import __version__
 from heartbeat.health import Health
@@ -70,6 +57,11 @@ from heartbeat.outcomes import (
     Unauthorized,
 )
 from heartbeat.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
 
 __all__ = ["DROP_REASONS", "OUTCOMES", "Metrics"]
 
@@ -94,50 +86,97 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class Metrics:
-    """The registry of one Heartbeat, with the observers that feed it."""
+    """The registry of one Heartbeat, with the observers that feed it.
+
+    Counting is plain numbers from the start; ``prometheus_client`` is imported and
+    the registry built only when something reads :attr:`registry` or scrapes (the
+    ``[metrics]`` listener, or embedding code): a sidecar without a listener never
+    loads it.
+    """
 
     def __init__(
         self, scheduler: Scheduler, health: Health, leases: LeaseKeeper | None = None
     ) -> None:
-        # Not the global registry: two Heartbeats (tests, embedding) never collide.
-        self.registry = CollectorRegistry()
         self.checkins = CheckinStats()
-        self.registry.register(self.checkins)
-        self._dropped = Counter(
-            "heartbeat_jobs_dropped",
-            "Jobs dropped because Elasticsearch said they are gone, invalid or finished.",
-            ["reason"],
-            registry=self.registry,
-        )
-        for reason in DROP_REASONS:
-            self._dropped.labels(reason)
-        self.registry.register(_StateCollector(scheduler, health))
-        if leases is not None:
-            self.registry.register(_LeaseCollector(leases))
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        #: Jobs dropped, by reason; every documented reason exists from the start, at 0.
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._state = _StateCollector(scheduler, health)
+        self._leases = leases
+        self._registry: CollectorRegistry | None = None
         scheduler.outcome_observers.append(self.checkins.on_outcome)
         scheduler.change_observers.append(self._on_change)
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This Heartbeat's own registry (not the global one: two Heartbeats, in tests
+        or embedded, never collide)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.platform_collector import PlatformCollector
+            from prometheus_client.process_collector import ProcessCollector
+
+            registry = CollectorRegistry()
+            # Duck-typed collectors (describe/collect), so this module imports
+            # prometheus_client only here.
+            collectors: list[object] = [self.checkins, _DropCollector(self.drops), self._state]
+            if self._leases is not None:
+                collectors.append(_LeaseCollector(self._leases))
+            for collector in collectors:
+                registry.register(cast("Collector", collector))
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            self._registry = registry
+        return self._registry
+
     def _on_change(self, change: str, _job_id: str, fields: dict[str, Any]) -> None:
         if change == "dropped":
-            self._dropped.labels(str(fields.get("reason", "unknown"))).inc()
+            reason = str(fields.get("reason", "unknown"))
+            self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type, negotiated from an Accept header
         (the Prometheus text format, or OpenMetrics when asked for)."""
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
 
-#: The ``le`` label of each duration bucket, spelled as prometheus_client spells it.
-_LE = tuple(
-    floatToGoString(bound)  # type: ignore[no-untyped-call]
-    for bound in (*DURATION_BUCKETS, float("inf"))
-)
+@cache
+def _le() -> tuple[str, ...]:
+    """The ``le`` label of each duration bucket, spelled as prometheus_client spells it."""
+    from prometheus_client.utils import floatToGoString
+
+    return tuple(
+        floatToGoString(bound)  # type: ignore[no-untyped-call]
+        for bound in (*DURATION_BUCKETS, float("inf"))
+    )
 
 
-class CheckinStats(Collector):
+class _DropCollector:
+    """``heartbeat_jobs_dropped_total{reason}``, from :attr:`Metrics.drops`."""
+
+    def __init__(self, drops: dict[str, int]) -> None:
+        self._drops = drops
+        self._created = time.time()
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "heartbeat_jobs_dropped",
+            "Jobs dropped because Elasticsearch said they are gone, invalid or finished.",
+            labels=["reason"],
+        )
+        for reason, count in self._drops.items():
+            family.add_metric([reason], count, created=self._created)
+        return [family]
+
+
+class CheckinStats:
     """``heartbeat_checkins_total{outcome}`` and ``heartbeat_checkin_duration_seconds``:
     plain numbers updated on every check-in, exposed as Prometheus families (with the
     same samples ``prometheus_client``'s Counter and Histogram would give) when scraped.
@@ -164,6 +203,9 @@ class CheckinStats(Collector):
         return self.collect()
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.samples import Sample
+
         checkins = CounterMetricFamily(
             "heartbeat_checkins", "Check-ins by outcome.", labels=["outcome"]
         )
@@ -175,7 +217,7 @@ class CheckinStats(Collector):
         )
         cumulative: list[tuple[str, float]] = []
         total = 0
-        for le, count in zip(_LE, self.buckets, strict=True):
+        for le, count in zip(_le(), self.buckets, strict=True):
             total += count
             cumulative.append((le, total))
         duration.add_metric([], cumulative, self.seconds)
@@ -183,7 +225,7 @@ class CheckinStats(Collector):
         return [checkins, duration]
 
 
-class _LeaseCollector(Collector):
+class _LeaseCollector:
     """``heartbeat_claims_expired_total{source}``, read from the lease keeper."""
 
     def __init__(self, leases: LeaseKeeper) -> None:
@@ -194,6 +236,8 @@ class _LeaseCollector(Collector):
         return self.collect()
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         family = CounterMetricFamily(
             "heartbeat_claims_expired",
             "Claims (job, source) that ended because their TTL passed without a renewal.",
@@ -205,7 +249,7 @@ class _LeaseCollector(Collector):
         return [family]
 
 
-class _StateCollector(Collector):
+class _StateCollector:
     """Gauges read from the scheduler when scraped."""
 
     def __init__(self, scheduler: Scheduler, health: Health) -> None:
@@ -213,9 +257,13 @@ class _StateCollector(Collector):
         self._health = health
 
     def describe(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         return [GaugeMetricFamily(name, help_text) for name, help_text in _STATE_GAUGES.items()]
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         scheduler, health = self._scheduler, self._health
         risk = health.risk()
         contact_ok = scheduler.last_contact_ok

@@ -59,6 +59,8 @@ class Listener:
 
 
 def build_app(metrics: Metrics, health: Health) -> web.Application:
+    _ = metrics.registry  # prometheus_client loaded and the registry built now, not on a scrape
+
     async def get_metrics(request: web.Request) -> web.Response:
         body, content_type = metrics.exposition(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})

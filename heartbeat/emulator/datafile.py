@@ -88,6 +88,8 @@ def _checked(data: Any, where: str) -> list[dict[str, Any]]:
             if not isinstance(value, str):
                 got = "missing" if name not in job else f"got {_kind(value)}"
                 raise DataFileError(f"{at}: {name}: expected a string, {got}")
+        if not job["job_id"]:
+            raise DataFileError(f"{at}: job_id: is empty")
         if job["status"] not in STATUSES:
             raise DataFileError(f"{at}: status: {job['status']!r} is not one of {STATUSES}")
         if job["job_type"] not in JOB_TYPES:

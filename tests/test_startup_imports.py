@@ -1,0 +1,110 @@
+"""What each command loads: ``--version`` and ``--help`` none of the heavy libraries, a
+daemon only what its configuration needs (no redis without a queue, no
+prometheus_client without a metrics listener, never the emulator).
+
+Measured on real subprocesses with ``python -X importtime``, which reports every module
+as it is imported; the time figures themselves are for ``bench/startup.py``, not here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import heartbeat
+from tests.conftest import ES
+from tests.helpers_daemon import write_config
+
+HEAVY = ("aiohttp", "pydantic", "pydantic_settings", "prometheus_client", "redis")
+
+
+def clean_env() -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+def imported(importtime: str) -> set[str]:
+    """Module names from ``-X importtime`` lines: ``import time: self | total | name``."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in importtime.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+def roots(modules: set[str]) -> set[str]:
+    return {module.split(".")[0] for module in modules}
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_import_none_of_the_heavy_libraries(flag: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "heartbeat", flag],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    modules = imported(result.stderr)
+    assert "heartbeat.cli" in modules  # the report is read correctly
+    assert roots(modules).isdisjoint(HEAVY), sorted(roots(modules) & set(HEAVY))
+
+
+def test_the_public_names_load_on_first_use() -> None:
+    script = (
+        "import sys, heartbeat\n"
+        "assert not {'aiohttp', 'pydantic'} & set(sys.modules), 'eager'\n"
+        "from heartbeat import Heartbeat, load_config\n"
+        "for name in heartbeat.__all__:\n"
+        "    getattr(heartbeat, name)\n"
+        "print(Heartbeat.__module__, load_config.__module__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.split() == ["heartbeat.daemon", "heartbeat.config.loading"]
+    assert sorted(heartbeat.__all__) == sorted(n for n in dir(heartbeat) if n in heartbeat.__all__)
+
+
+async def daemon_imports(config: Path) -> set[str]:
+    """The modules a ``heartbeat run`` imported by the time it has checked in, idle."""
+    process = await anyio.open_process(
+        [sys.executable, "-X", "importtime", "-m", "heartbeat", "run", "--config", str(config)],
+        env=clean_env(),
+    )
+    async with process:
+        assert process.stdout is not None and process.stderr is not None
+        out = b""
+        with anyio.fail_after(30):
+            while b"checkin_succeeded" not in out:
+                chunk = await process.stdout.receive()
+                out += chunk
+        await anyio.sleep(0.5)  # idle: the first check-in is not where imports end
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
+        err = b"".join([chunk async for chunk in process.stderr]).decode()
+    return imported(err)
+
+
+async def test_a_sidecar_without_queue_or_metrics_loads_neither(es: ES, tmp_path: Path) -> None:
+    es.emu.create_job(job_id="job-a")
+    plain = write_config(tmp_path / "plain.toml", es.url, ids=["job-a"], interval=30.0)
+    modules = await daemon_imports(plain)
+    assert "heartbeat.daemon" in modules
+    assert roots(modules).isdisjoint({"redis", "prometheus_client"})
+    assert not {m for m in modules if m.startswith(("heartbeat.emulator", "aiohttp.web"))}
+    # The same daemon with a metrics listener does load prometheus_client.
+    with_metrics = write_config(tmp_path / "metrics.toml", es.url, ids=["job-a"], interval=30.0)
+    with_metrics.write_text(with_metrics.read_text() + "[metrics]\nlisten = '127.0.0.1:0'\n")
+    assert "prometheus_client" in roots(await daemon_imports(with_metrics))
