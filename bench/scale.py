@@ -32,6 +32,9 @@ alongside, so "CPU per request" divides by every request the server saw.
 Targets: 100,000 jobs in at most 150 MB RSS; p99 lateness at most 1 s.
 
 Usage: ``python bench/scale.py [--jobs 100000] [--window 45]``
+
+``python bench/scale.py --adds [--counts 100000,1000000]`` measures instead RSS per
+watched job and the longest event-loop block while adding them (bench/_adds.py).
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 # `python bench/scale.py` puts bench/ first on sys.path.
+import _adds
+import aiohttp
 from _stub import running_stub, stub_stats
 
 from heartbeat import logs
@@ -437,7 +441,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--window", type=float, default=45.0)
+    parser.add_argument("--adds", action="store_true", help="RSS per job, longest block")
+    parser.add_argument("--counts", default="100000,1000000", help="job counts for --adds")
+    parser.add_argument("--adds-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.adds_child:
+        _adds.run_child(args.adds_child, args.url)
+        return 0
+    if args.adds:
+        with running_stub() as url:
+            counts = [int(n) for n in args.counts.split(",")]
+            _adds.report(_adds.measure(counts, url, Path(__file__)))
+        return 0
     devnull = open(os.devnull, "w")  # noqa: SIM115
     logs.configure(format="json", level="info", stream=devnull)
 

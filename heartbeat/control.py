@@ -318,7 +318,7 @@ class ControlAPI:
         scheduler = self.hb.scheduler
         seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
         known = {job_id for job_id in ids if job_id in scheduler}
-        self.hb.watch_many(ids, NAME, ttl=seconds)
+        await self.hb.watch_many_async(ids, NAME, ttl=seconds)
         await self._persisted()
         return answer(
             200,

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
@@ -41,7 +42,7 @@ from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
 from heartbeat.reload import reload
-from heartbeat.scheduler import JobView, Scheduler
+from heartbeat.scheduler import ADD_CHUNK, TIMER_SLACK, JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
@@ -81,6 +82,8 @@ class Heartbeat:
             schedule=config.schedule,
             backoff_settings=config.backoff,
             clock=clock,
+            # Real time only: an injected clock moves when its owner says, to the instant.
+            timer_slack=TIMER_SLACK if clock is None else 0.0,
         )
         # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
         self.status_checker = StatusChecker(
@@ -177,8 +180,9 @@ class Heartbeat:
             # First, before anything is opened: ConfigError if another process uses it.
             self.state.lock()
         await self._client.open()
-        self._restore()
-        self.scheduler.watch_many(self.config.jobs.ids, "config")
+        await self._restore()
+        # In chunks, yielding between them: a million ids never hold the loop for long.
+        await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
             state = self.state
             self.scheduler.change_observers.append(lambda *_: state.changed())
@@ -212,11 +216,12 @@ class Heartbeat:
                 raise
         return self
 
-    def _restore(self) -> None:
+    async def _restore(self) -> None:
         """Watch again what the state file says was watched (before any source)."""
         if self.state is None:
             return
-        saved = self.state.load()
+        # Read and decoded in a thread: a million ids take seconds of JSON.
+        saved = await anyio.to_thread.run_sync(self.state.load)
         by_source: dict[str, list[str]] = {}
         for job_id, sources in saved.items():
             for source in sources:
@@ -228,12 +233,14 @@ class Heartbeat:
                 # The configuration is the truth for its own ids.
                 ids = [job_id for job_id in ids if job_id in configured]
             valid = []
-            for job_id in ids:
+            for index, job_id in enumerate(ids):
+                if index and not index % ADD_CHUNK:
+                    await anyio.lowlevel.checkpoint()  # the event loop runs between chunks
                 try:
                     valid.append(validate_job_id(job_id))
                 except InvalidJobId as exc:
                     log.warning("state_entry_invalid", error=str(exc))
-            restored += self.scheduler.watch_many(valid, source)
+            restored += await self.scheduler.watch_many_async(valid, source)
         # A restart is not a renewal; a lease that ended while we were down ends now.
         self.leases.restore(self.state.loaded_leases)
         extras = self.state.loaded_extras
@@ -248,12 +255,15 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        for job_id, outcome in parse_outcomes(self.state.loaded_outcomes).items():
+        outcomes = parse_outcomes(self.state.loaded_outcomes)
+        for job_id, outcome in outcomes.items():
             self.scheduler.restore_outcome(
                 job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
             )
-        # Oldest success first (a job that never succeeded counts as oldest).
-        self.scheduler.ramp_oldest_first()
+        # Oldest success first (a job that never succeeded counts as oldest). Without
+        # saved outcomes every job counts as oldest: the ramp stays as it is.
+        if outcomes:
+            self.scheduler.ramp_oldest_first()
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
 
@@ -353,11 +363,26 @@ class Heartbeat:
             ttl = check_ttl(ttl)
         ids = list(job_ids)
         added = self.scheduler.watch_many(ids, source)
+        self._granted(ids, source, ttl)
+        return added
+
+    async def watch_many_async(
+        self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
+    ) -> int:
+        """:meth:`watch_many` from async code: the ids are added in chunks, yielding to
+        the event loop between them (Scheduler.watch_many_async)."""
+        if ttl is not None:
+            ttl = check_ttl(ttl)
+        ids = list(job_ids)
+        added = await self.scheduler.watch_many_async(ids, source)
+        self._granted(ids, source, ttl)
+        return added
+
+    def _granted(self, ids: list[str], source: str, ttl: float | None) -> None:
         if ttl is not None or len(self.leases.book):
             self.leases.grant(ids, source, ttl)
             if self.state is not None:
                 self.state.changed()  # a new expiry must survive a restart
-        return added
 
     def unwatch(self, job_id: str) -> bool:
         """Stop watching ``job_id``; False when it was not watched."""

@@ -172,7 +172,8 @@ class LeaseKeeper:
         """Leases from the state file (wall-clock expiries) for claims now watched; the
         ones that ended while heartbeat was down end now, before any check-in."""
         offset = self._to_wall()
-        claims = self._scheduler.sources()
+        # Not built without leases: a million jobs' sources take a while.
+        claims = self._scheduler.sources() if leases else {}
         for job_id, by_source in leases.items():
             for source, wall in by_source.items():
                 if source in claims.get(job_id, ()):

@@ -24,6 +24,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import math
@@ -73,8 +74,15 @@ RECOVERY_SPREAD = 0.6
 #: within one interval of Elasticsearch coming back.
 PROBE_CAP_FRACTION = 0.1
 PROBE_CAP_OF_INTERVAL = 1.0 - RECOVERY_SPREAD
+#: The daemon's timer slack (Heartbeat, on the real clock): at 1,000 check-ins/s the
+#: loop wakes every 20 ms for 20 due jobs rather than every 1 ms for one. Lateness grows
+#: by at most this; its budget is seconds (bench/checkin_cpu.py, docs/performance.md).
+TIMER_SLACK = 0.020
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
+#: watch_many_async adds this many ids between yields to the event loop (about 40 ms
+#: of CPU here: bench/scale.py --adds measures the longest block).
+ADD_CHUNK = 10_000
 
 
 @dataclass(slots=True, eq=False)
@@ -119,8 +127,12 @@ class Scheduler:
         clock: Clock | None = None,
         rng: Callable[[], float] | None = None,
         logger: Any = None,
+        timer_slack: float = 0.0,
     ) -> None:
         self._check_in = check_in
+        #: The loop sleeps this much past the first due time, and grants everything due
+        #: by then in one go: one wake-up per tick, not one per check-in.
+        self._slack = timer_slack
         self.schedule = schedule
         self.backoff = backoff_settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -130,6 +142,7 @@ class Scheduler:
         self._log = logger if logger is not None else structlog.get_logger("heartbeat")
         self._failures = FailureLog(self._log)
         self._jobs: dict[str, Job] = {}
+        self._source_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._in_flight = 0
@@ -177,32 +190,80 @@ class Scheduler:
         """Watch several ids at once; returns how many were new. Invalid ids raise
         before anything changes."""
         ids = [validate_job_id(job_id) for job_id in job_ids]
+        added = self._add(ids, source)
+        self._announce(added, source)
+        return len(added)
+
+    async def watch_many_async(
+        self, job_ids: Iterable[str], source: str, *, chunk: int = ADD_CHUNK
+    ) -> int:
+        """:meth:`watch_many` for long lists, from async code: the ids are validated,
+        then added, ``chunk`` at a time with a yield to the event loop between chunks,
+        so a million ids never hold the loop for long. Invalid ids raise before
+        anything changes; one ``job_added`` line for the lot, as with watch_many."""
+        ids = list(job_ids)
+        for start in range(0, len(ids), chunk):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            ids[start : start + chunk] = [validate_job_id(i) for i in ids[start : start + chunk]]
+        added: list[str] = []
+        for start in range(0, len(ids), chunk):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            new = self._add(ids[start : start + chunk], source)
+            self._notify_added(new, source)
+            added += new
+            if len(ids) > chunk:
+                # Out of the garbage collector's sight: otherwise its full collections,
+                # each over every object so far, block the loop for seconds while a
+                # million jobs arrive. Jobs and heap entries form no reference cycles,
+                # so reference counting still frees them when they go.
+                gc.freeze()
+        self._announce(added, source, notify=False)
+        return len(added)
+
+    def _interned(self, sources: tuple[str, ...]) -> tuple[str, ...]:
+        """One shared tuple per distinct set of sources: 100,000 jobs from one source
+        hold one ``(source,)`` between them, not 100,000 (48 bytes each)."""
+        return self._source_tuples.setdefault(sources, sources)
+
+    def _add(self, ids: list[str], source: str) -> list[str]:
+        """Watch validated ids; the new ones, announced by the caller (_announce)."""
         now = self.clock.monotonic()
         added: list[str] = []
         spacing = 1.0 / self.schedule.ramp_rate
+        alone = self._interned((source,))
         for job_id in ids:
             job = self._jobs.get(job_id)
             if job is not None:
                 if source not in job.sources:
-                    job.sources = (*job.sources, source)
+                    job.sources = self._interned((*job.sources, source))
                     self._notify_change("sources", job_id, {"source": source})
                 continue
             due = max(now, self._ramp_next)
             self._ramp_next = due + spacing
-            job = Job(id=job_id, sources=(source,), added=now, anchor=due, due=due)
+            job = Job(id=job_id, sources=alone, added=now, anchor=due, due=due)
             self._jobs[job_id] = job
             self._push(job, due)
             added.append(job_id)
+        return added
+
+    def _announce(self, added: list[str], source: str, *, notify: bool = True) -> None:
         if len(added) > BATCH_LOG_THRESHOLD:
             self._log.info("job_added", count=len(added), source=source, sample_job_ids=added[:3])
         else:
             for job_id in added:
                 self._log.info("job_added", job_id=job_id, source=source)
-        for job_id in added:
-            self._notify_change("added", job_id, {"source": source})
+        if notify:
+            self._notify_added(added, source)
         if added:
             self._wake.set()
-        return len(added)
+
+    def _notify_added(self, added: list[str], source: str) -> None:
+        if self.change_observers:
+            fields = {"source": source}
+            for job_id in added:
+                self._notify_change("added", job_id, fields)
 
     def unwatch(
         self,
@@ -221,7 +282,7 @@ class Scheduler:
         if source is not None and source not in job.sources:
             return False
         if source is not None and len(job.sources) > 1:
-            job.sources = tuple(s for s in job.sources if s != source)
+            job.sources = self._interned(tuple(s for s in job.sources if s != source))
             self._notify_change("sources", job_id, {"removed_source": source})
             return False
         self._remove(job)
@@ -468,7 +529,7 @@ class Scheduler:
                         await self._wake.wait()
                     else:
                         # A timer, not a cancel scope: this runs once per check-in or so.
-                        timer = self.clock.call_at(wakeup, self._wake.set)
+                        timer = self.clock.call_at(wakeup + self._slack, self._wake.set)
                         await self._wake.wait()
                         timer.cancel()
                     self._deadline = -math.inf
