@@ -37,6 +37,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from heartbeat import logs
 from heartbeat.config import Config
 from heartbeat.daemon import Heartbeat
 from heartbeat.emulator import Emulator, serve
@@ -65,15 +66,15 @@ async def wait_for(check: Any, within: float = 60.0) -> None:
             await anyio.sleep(0.01)
 
 
-async def last_checkin_after(emu: Emulator, job: str, death: float, settle: float) -> float:
-    """Wait until no check-in of ``job`` has arrived for ``settle`` seconds; return the
-    time from ``death`` to the last one (0 when none came after it)."""
-    while True:
-        times = [r.at for r in emu.checkins(job)]
-        last = max(times) if times else death
-        if time.monotonic() - last > settle:
-            return max(0.0, last - death)
-        await anyio.sleep(0.05)
+async def last_checkin_after(
+    emu: Emulator, job: str, death: float, stopped: Any, settle: float = 1.0
+) -> float:
+    """Wait until heartbeat has stopped vouching (``stopped()``) and then ``settle``
+    seconds more; return the time from ``death`` to the job's last check-in."""
+    await wait_for(stopped)
+    await anyio.sleep(settle)
+    times = [r.at for r in emu.checkins(job)]
+    return max(0.0, max(times) - death) if times else 0.0
 
 
 async def pid_file_round(emu: Emulator, url: str, probe: dict[str, Any], cycle: float) -> float:
@@ -88,7 +89,7 @@ async def pid_file_round(emu: Emulator, url: str, probe: dict[str, Any], cycle: 
                 await anyio.sleep(random.uniform(0, cycle))
                 death = time.monotonic()
                 worker.kill()
-                return await last_checkin_after(emu, job, death, settle=cycle * 2 + 2)
+                return await last_checkin_after(emu, job, death, lambda: not hb.worker.up)
         finally:
             worker.close()
 
@@ -107,7 +108,7 @@ async def health_round(
                 health.delay = 3600.0  # accepts, never answers: each probe times out
             else:
                 health.status = 503
-            return await last_checkin_after(emu, job, death, settle=cycle * 2 + 2)
+            return await last_checkin_after(emu, job, death, lambda: not hb.worker.up)
 
 
 async def lease_round(emu: Emulator, url: str, ttl: float) -> float:
@@ -123,7 +124,7 @@ async def lease_round(emu: Emulator, url: str, ttl: float) -> float:
         await wait_for(lambda: len(emu.checkins(job)) >= 3)
         hb.watch(job, source="control", ttl=ttl)  # the producer's last renewal...
         death = time.monotonic()  # ...and then it dies
-        return await last_checkin_after(emu, job, death, settle=2.0)
+        return await last_checkin_after(emu, job, death, lambda: job not in hb.scheduler)
 
 
 def line(name: str, values: list[float], bound: float, formula: str) -> None:
@@ -167,4 +168,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 s probes instead of 5 s")
     args = parser.parse_args()
+    logs.configure(format="console", level="error")  # worker_down lines are errors: quiet
     anyio.run(main, args.rounds, args.quick)

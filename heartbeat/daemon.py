@@ -451,7 +451,12 @@ class Heartbeat:
         )
         self.status_checker.set_interval(new.schedule.status_check_interval)
         self.status_checker.canceling_grace = new.schedule.canceling_grace
-        if self.worker is not None:
+        if (self.worker is not None) != new.worker.enabled:
+            log.warning(
+                "worker_restart_needed",
+                problem="[worker] probes switched on or off: restart heartbeat to apply it",
+            )
+        elif self.worker is not None:
             self.worker.reconfigure(new.worker)
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)
         for job_id in old.jobs.ids:

@@ -273,9 +273,8 @@ def test_an_empty_file_is_all_defaults_at_start_and_refused_on_reload(tmp_path: 
 
 def test_worker_probes_are_validated(tmp_path: Path) -> None:
     message = error_of(tmp_path, '[worker]\nhealth_url = "ftp://127.0.0.1/healthz"\n')
-    assert message.endswith(
-        "worker.health_url: 'ftp://127.0.0.1/healthz': must start with http:// or https://"
-    )
+    # Never echoed: a URL may carry a secret.
+    assert message.endswith("worker.health_url: must start with http:// or https://")
     message = error_of(tmp_path, f"[worker]\npid_file = {json.dumps(str(tmp_path))}\n")
     assert "worker.pid_file" in message and "is a directory" in message
     message = error_of(tmp_path, "[worker]\nfailure_threshold = 0\n")
@@ -287,6 +286,12 @@ def test_worker_probes_are_validated(tmp_path: Path) -> None:
     )
     assert config.worker.pid_file == missing and config.worker.enabled
     assert not configuration.load(write(tmp_path, "")).worker.enabled
+
+
+def test_a_health_url_with_credentials_is_refused_unechoed(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[worker]\nhealth_url = "http://user:s3cr3t-pw@127.0.0.1/h"\n')
+    assert "worker.health_url" in message and "credentials" in message
+    assert "s3cr3t-pw" not in message
 
 
 def test_drop_confirm_after_must_stay_well_below_idle_after(tmp_path: Path) -> None:

@@ -24,8 +24,9 @@ from heartbeat.config.model import Config
 
 #: Keys whose values are never echoed in an error message or in ``validate``.
 SECRET_KEYS = frozenset({"api_key", "password", "bearer_token", "token"})
-#: Keys whose values may hold a secret inside them (``queue.url``): never echoed either.
-SECRET_BEARING_KEYS = frozenset({"url"})
+#: Keys whose values may hold a secret inside them (``queue.url``, ``worker.health_url``):
+#: never echoed either.
+SECRET_BEARING_KEYS = frozenset({"url", "health_url"})
 REDACTED = "***"
 
 
