@@ -533,3 +533,23 @@ async def test_a_few_404s_among_many_jobs_are_dropped_after_confirmation(
             await run_until(clock, scheduler, 20)
     assert len(scheduler) == 18
     assert not [e for e in logs if e["event"] == "drop_storm_deferred"]
+
+
+async def test_the_start_up_ramp_checks_in_the_oldest_success_first(
+    clock: ManualClock, script: Script
+) -> None:
+    scheduler = make(clock, script, ramp_rate=10.0)
+    scheduler.watch_many(["fresh", "never", "stale", "older"], "state")
+    wall = clock.wall()
+    # As restored from the state file: last successes 10 s, 250 s and 100 s ago.
+    scheduler.restore_outcome("fresh", wall - 10, 0, None)
+    scheduler.restore_outcome("stale", wall - 250, 3, "timeout: no answer within 10 s")
+    scheduler.restore_outcome("older", wall - 100, 0, None)
+    scheduler.ramp_oldest_first()
+    async with running(scheduler):
+        await run_until(clock, scheduler, 1)
+    # Never succeeded first, then the oldest success; 0.1 s apart (ramp_rate 10/s).
+    assert [job for _, job in script.calls] == ["never", "stale", "older", "fresh"]
+    assert [round(t - T0, 6) for t, _ in script.calls] == [0, 0.1, 0.2, 0.3]
+    view = scheduler.job("fresh")
+    assert view is not None and view.consecutive_failures == 0
