@@ -76,8 +76,9 @@ async def test_version() -> None:
     assert (code, out.strip()) == (0, "heartbeat 0.1.0")
 
 
-async def test_demo_runs_and_summarises(tmp_path: Path) -> None:
-    code, out, err = await heartbeat("demo", "--duration", "6", cwd=tmp_path)
+@pytest.mark.parametrize("duration", ["3", "6"])  # 3: what dist-test and image-test run
+async def test_demo_runs_and_summarises(tmp_path: Path, duration: str) -> None:
+    code, out, err = await heartbeat("demo", "--duration", duration, cwd=tmp_path)
     assert code == 0, err
     assert "job_dropped" in out
     assert "summary" in out
