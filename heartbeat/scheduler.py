@@ -213,11 +213,16 @@ class Scheduler:
             new = self._add(ids[start : start + chunk], source)
             self._notify_added(new, source)
             added += new
-            if len(ids) > chunk:
+            if len(new) >= chunk:
                 # Out of the garbage collector's sight: otherwise its full collections,
                 # each over every object so far, block the loop for seconds while a
                 # million jobs arrive. Jobs and heap entries form no reference cycles,
-                # so reference counting still frees them when they go.
+                # so reference counting still frees them when they go. Only when the
+                # watch list grows by a whole chunk (a renewal of known ids, as a lease
+                # holder POSTs every minute, freezes nothing), and after collecting the
+                # young generations, so that what is frozen with the jobs is what is
+                # alive, not garbage waiting for a collection.
+                gc.collect(1)
                 gc.freeze()
         self._announce(added, source, notify=False)
         return len(added)

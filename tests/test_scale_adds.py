@@ -131,3 +131,16 @@ async def test_a_long_list_leaves_the_garbage_collectors_sight() -> None:
     before = gc.get_freeze_count()
     await a.watch_many_async(IDS, "config", chunk=100)
     assert gc.get_freeze_count() - before >= 2 * len(IDS)  # each job and its heap entry
+
+
+async def test_renewing_a_long_list_freezes_nothing() -> None:
+    # A lease holder that POSTs its whole list every minute must not move whatever is
+    # alive at that moment out of the collector's sight each time: in a daemon that runs
+    # for months, objects that later become cyclic garbage would never be freed.
+    a = scheduler(ManualClock(start=1000.0))
+    await a.watch_many_async(IDS, "config", chunk=100)
+    gc.unfreeze()
+    await a.watch_many_async(IDS, "control", chunk=100)
+    await a.watch_many_async(IDS, "config", chunk=100)
+    assert gc.get_freeze_count() == 0
+    assert len(a) == len(IDS)
