@@ -87,11 +87,20 @@ def _sources() -> Iterator[tuple[Path, ast.Module]]:
 @cache
 def string_calls() -> dict[str, set[str]]:
     """Every string literal passed as the first positional argument of a call in
-    heartbeat/ (``log.info("job_added", ...)``, ``StartupWarning("schedule_tight", ...)``),
-    with the structlog levels it is logged at directly (``{}`` when it is not a log call)."""
+    heartbeat/ (``log.info("job_added", ...)``, ``StartupWarning("schedule_tight", ...)``)
+    or assigned to a name, with the structlog levels it is logged at directly (``{}``
+    when that is not a log call)."""
     found: dict[str, set[str]] = {}
     for _, module in _sources():
         for node in ast.walk(module):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+                node.value, ast.Constant
+            ):
+                # An event name kept in a constant or a typed event's class attribute
+                # (``event = "job_dropped"``), logged elsewhere as ``log.info(e.event)``.
+                if isinstance(node.value.value, str):
+                    found.setdefault(node.value.value, set())
+                continue
             if not (isinstance(node, ast.Call) and node.args):
                 continue
             first = node.args[0]
