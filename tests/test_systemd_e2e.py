@@ -25,8 +25,8 @@ import anyio
 import pytest
 
 from heartbeat import Config
-from heartbeat.daemon import serve
 from heartbeat.errors import EX_CONFIG
+from heartbeat.runtime import serve
 from tests.conftest import ES
 from tests.helpers_http import Samples, parse
 from tests.helpers_systemd import NotifyMessage, NotifySocket, notify_socket
