@@ -136,25 +136,10 @@ def describe(graph: dict[str, set[str]], found: list[list[str]]) -> str:
     )
 
 
-#: Cycles being removed on another branch, each with who removes it. Remove an entry
-#: as soon as its cycle is gone (test_known_cycles_still_exist says when).
-KNOWN_CYCLES = [
-    # cli.entry() (kept for installs made before heartbeat.__main__) imports
-    # heartbeat.__main__, which imports cli.main: branch `cli` (the cli/ package).
-    ["heartbeat.__main__", "heartbeat.cli"],
-]
-
-
 def test_no_import_cycle() -> None:
     graph = import_graph()
-    found = [component for component in cycles(graph) if component not in KNOWN_CYCLES]
+    found = cycles(graph)
     assert not found, "import cycles between heartbeat modules:\n" + describe(graph, found)
-
-
-def test_known_cycles_still_exist() -> None:
-    found = cycles(import_graph())
-    gone = [component for component in KNOWN_CYCLES if component not in found]
-    assert not gone, f"no longer cycles, remove them from KNOWN_CYCLES: {gone}"
 
 
 def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
