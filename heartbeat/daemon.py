@@ -339,13 +339,15 @@ class Heartbeat:
         """The ids ``source`` claims (restored from the state file too)."""
         return {job_id for job_id, sources in self.scheduler.sources().items() if source in sources}
 
-    def replace_claims(self, source: str, wanted: Sequence[str]) -> tuple[int, int]:
+    def replace_claims(
+        self, source: str, wanted: Sequence[str], *, reason: str = "source"
+    ) -> tuple[int, int]:
         """Make ``source``'s claims exactly ``wanted``; returns (claims added, withdrawn)."""
         current = self.claimed(source)
         keep = set(wanted)
         gone = [job_id for job_id in current if job_id not in keep]
         for job_id in gone:
-            self.scheduler.unwatch(job_id, reason="source", source=source)
+            self.scheduler.unwatch(job_id, reason=reason, source=source)
         new = [job_id for job_id in wanted if job_id not in current]
         self.scheduler.watch_many(new, source)
         return len(new), len(gone)

@@ -43,8 +43,11 @@ class Feed(Protocol):
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims now."""
 
-    def replace_claims(self, source: str, wanted: Sequence[str]) -> tuple[int, int]:
-        """Make ``source``'s claims exactly ``wanted``; ``(claims added, withdrawn)``."""
+    def replace_claims(
+        self, source: str, wanted: Sequence[str], *, reason: str = "source"
+    ) -> tuple[int, int]:
+        """Make ``source``'s claims exactly ``wanted``; ``(claims added, withdrawn)``, a
+        job no longer wanted by any source logged as removed for ``reason``."""
 
     async def persisted(self) -> None:
         """Return once every change so far is on disk (at once without ``[state] dir``)."""
