@@ -92,15 +92,17 @@ _METHODS = {
 }
 
 
-class _Answer(Exception):
-    """Carries an early answer (an error) out of the checks; never escapes this module."""
+class _Refused(Exception):
+    """A request refused with an error response, raised out of the checks to end it;
+    never escapes this module."""
 
     def __init__(self, status: int, message: str, **headers: str) -> None:
-        self.response = answer(status, {"error": message})
+        self.response = json_response(status, {"error": message})
         self.response.headers.update(headers)
 
 
-def answer(status: int, payload: object) -> web.Response:
+def json_response(status: int, payload: object) -> web.Response:
+    """``payload`` as the JSON body of a response with ``status``."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return web.Response(status=status, body=body, content_type="application/json")
 
@@ -132,7 +134,7 @@ def ttl_of(value: object, default: float) -> float | None:
     try:
         return check_ttl(value)
     except ValueError as exc:
-        raise _Answer(400, f"{exc}; nothing was changed") from None
+        raise _Refused(400, f"{exc}; nothing was changed") from None
 
 
 def put_body(body: bytes, query: Any) -> object:
@@ -142,12 +144,12 @@ def put_body(body: bytes, query: Any) -> object:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise _Answer(400, 'the body is not JSON; expected {"ttl": SECONDS} or none') from None
+            raise _Refused(400, 'the body is not JSON; expected {"ttl": SECONDS} or none') from None
         if not isinstance(data, dict) or set(data) - {"ttl"}:
-            raise _Answer(400, 'expected a JSON object {"ttl": SECONDS}')
+            raise _Refused(400, 'expected a JSON object {"ttl": SECONDS}')
         if "ttl" in data:
             if given is not None:
-                raise _Answer(400, "ttl given twice (body and query)")
+                raise _Refused(400, "ttl given twice (body and query)")
             given = data["ttl"]
     return given
 
@@ -167,22 +169,22 @@ def route(raw_path: str) -> tuple[str, str | None]:
     if len(segments) == 3 and segments[0] == "dropped" and segments[2] == "restore":
         return "restore", segments[1]
     hint = "; a '/' inside an id is sent as %2F" if segments[:1] == ["jobs"] else ""
-    raise _Answer(404, f"no such endpoint: {path or raw_path}{hint}")
+    raise _Refused(404, f"no such endpoint: {path or raw_path}{hint}")
 
 
 def decode_id(segment: str) -> str:
     """The job id a path segment spells, validated; 400 otherwise."""
     if segment in {".", ".."}:
-        raise _Answer(400, f"a literal {segment!r} segment is ambiguous; spell the id %2E")
+        raise _Refused(400, f"a literal {segment!r} segment is ambiguous; spell the id %2E")
     for position, char in enumerate(segment):
         if char == "%" and not _is_hex(segment[position + 1 : position + 3]):
-            raise _Answer(400, f"invalid percent-escape at position {position} of the id")
+            raise _Refused(400, f"invalid percent-escape at position {position} of the id")
     try:
         return validate_job_id(unquote(segment, errors="strict"))
     except UnicodeDecodeError:
-        raise _Answer(400, "the percent-encoded id is not UTF-8") from None
+        raise _Refused(400, "the percent-encoded id is not UTF-8") from None
     except InvalidJobId as exc:
-        raise _Answer(400, str(exc)) from None
+        raise _Refused(400, str(exc)) from None
 
 
 def _is_hex(text: str) -> bool:
@@ -199,31 +201,31 @@ def ids_and_ttl(body: bytes) -> tuple[list[str], object]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise _Answer(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
+        raise _Refused(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
     if not isinstance(data, dict) or not isinstance(data.get("ids"), list):
-        raise _Answer(400, 'expected a JSON object {"ids": ["...", ...]}')
+        raise _Refused(400, 'expected a JSON object {"ids": ["...", ...]}')
     unknown = sorted(set(data) - {"ids", "ttl"})
     if unknown:
-        raise _Answer(400, f"unknown fields {unknown}")
+        raise _Refused(400, f"unknown fields {unknown}")
     ids: list[str] = data["ids"]
     for index, job_id in enumerate(ids):
         try:
             validate_job_id(job_id)
         except InvalidJobId as exc:
-            raise _Answer(400, f"ids[{index}]: {exc}; nothing was changed") from None
+            raise _Refused(400, f"ids[{index}]: {exc}; nothing was changed") from None
     return list(dict.fromkeys(ids)), data.get("ttl")
 
 
 async def read_body(request: web.BaseRequest) -> bytes:
     """The request body, at most MAX_BODY bytes (413 beyond, chunked bodies included)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _Answer(413, f"the body is over {MAX_BODY} bytes")
+        raise _Refused(413, f"the body is over {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(MAX_BODY + 1):
         size += len(chunk)
         if size > MAX_BODY:
-            raise _Answer(413, f"the body is over {MAX_BODY} bytes")
+            raise _Refused(413, f"the body is over {MAX_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -245,7 +247,7 @@ class ControlAPI:
             methods = _METHODS[endpoint]
             if request.method not in methods:
                 message = f"{request.method} is not allowed here; allowed: {', '.join(methods)}"
-                raise _Answer(405, message, Allow=", ".join(methods))
+                raise _Refused(405, message, Allow=", ".join(methods))
             body = await read_body(request)
             if endpoint == "restore":
                 assert segment is not None
@@ -256,13 +258,17 @@ class ControlAPI:
                     ttl = put_body(body, request.query)
                 return await self._job(request.method, decode_id(segment), ttl)
             if endpoint == "status":
-                return answer(200, self.status())
+                return json_response(200, self.status())
             if endpoint == "dropped":
-                return answer(200, {"dropped": [tombstone_json(t) for t in self.hb.dropped()]})
+                return json_response(
+                    200, {"dropped": [tombstone_json(t) for t in self.hb.dropped()]}
+                )
             if request.method == "POST":
                 return await self._watch_many(*ids_and_ttl(body))
-            return answer(200, {"jobs": [self._json(view) for view in self.hb.scheduler.jobs()]})
-        except _Answer as early:
+            return json_response(
+                200, {"jobs": [self._json(view) for view in self.hb.scheduler.jobs()]}
+            )
+        except _Refused as early:
             if early.response.status == 413:
                 early.response.force_close()  # do not read the rest of a large body
             return early.response
@@ -279,7 +285,7 @@ class ControlAPI:
         if last is None or now - last >= UNAUTHORIZED_LOG_PERIOD:
             log.warning("control_unauthorized", peer=request.remote, refused=self._refused)
             self._refused, self._refused_logged_at = 0, now
-        raise _Answer(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        raise _Refused(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
     def _json(self, view: JobView) -> dict[str, Any]:
         return job_json(view, self.hb.leases.expires_at(view.id, view.sources))
@@ -289,30 +295,30 @@ class ControlAPI:
         view = scheduler.job(job_id)
         if method == "GET":
             if view is None:
-                raise _Answer(404, f"not watched: {job_id!r}")
-            return answer(200, self._json(view))
+                raise _Refused(404, f"not watched: {job_id!r}")
+            return json_response(200, self._json(view))
         if method == "PUT":
             seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
             new = self.hb.watch(job_id, NAME, ttl=seconds)
             view = scheduler.job(job_id)
             assert view is not None
             await self._persisted()
-            return answer(201 if new else 200, self._json(view))
+            return json_response(201 if new else 200, self._json(view))
         if view is None:  # DELETE
-            raise _Answer(404, f"not watched: {job_id!r}")
+            raise _Refused(404, f"not watched: {job_id!r}")
         scheduler.unwatch(job_id, reason=NAME)
         await self._persisted()
-        return answer(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
+        return json_response(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
 
     async def _restore(self, job_id: str) -> web.Response:
         """Watch a dropped job again with its former sources' claims (permanent)."""
         tombstone = self.hb.restore(job_id)
         if tombstone is None:
-            raise _Answer(404, f"not a dropped job: {job_id!r}")
+            raise _Refused(404, f"not a dropped job: {job_id!r}")
         await self._persisted()
         view = self.hb.scheduler.job(job_id)
         assert view is not None
-        return answer(200, {"id": job_id, "restored": True, "job": job_json(view)})
+        return json_response(200, {"id": job_id, "restored": True, "job": job_json(view)})
 
     async def _watch_many(self, ids: list[str], ttl: object = None) -> web.Response:
         scheduler = self.hb.scheduler
@@ -320,7 +326,7 @@ class ControlAPI:
         known = {job_id for job_id in ids if job_id in scheduler}
         await self.hb.watch_many_async(ids, NAME, ttl=seconds)
         await self._persisted()
-        return answer(
+        return json_response(
             200,
             {
                 "added": [job_id for job_id in ids if job_id not in known],
@@ -336,7 +342,7 @@ class ControlAPI:
         state = self.hb.state
         where = str(state.path) if state is not None else "disk"
         why = (state.failed if state is not None else None) or "saving is slow"
-        raise _Answer(503, f"applied but not saved to {where} ({why}); repeat the request")
+        raise _Refused(503, f"applied but not saved to {where} ({why}); repeat the request")
 
     def status(self) -> dict[str, Any]:
         hb = self.hb

@@ -30,7 +30,7 @@ from anyio.abc import TaskStatus
 from heartbeat.config import Config, DiscoverySettings
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import validate_job_id
-from heartbeat.outcomes import Outcome, describe
+from heartbeat.outcomes import Outcome, outcome_key
 
 if TYPE_CHECKING:
     from heartbeat.client import Client
@@ -79,7 +79,7 @@ class DiscoverySource:
             if self._failures == 1:
                 log.warning(
                     "discovery_failed",
-                    reason=describe(found),
+                    reason=outcome_key(found),
                     error=getattr(found, "reason", ""),
                     status=getattr(found, "status", None),
                     kept=len(self.current(hb)),
