@@ -147,7 +147,7 @@ class Client:
             except BaseException:  # cancelled: the attempt says nothing about the host
                 pool.released(host, trial=trial)
                 raise
-            if type(result) is Response:
+            if isinstance(result, Response):
                 result.host = host
                 if pool.answered(host, trial=trial):
                     log.info("elasticsearch_host_up", host=host.url)
