@@ -44,7 +44,6 @@ from __future__ import annotations
 import hmac
 import json
 import socket
-from collections import Counter
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -65,8 +64,8 @@ from heartbeat.health import elasticsearch_state
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import check_ttl
 from heartbeat.memory import Tombstone
-from heartbeat.scheduler import JobView
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
+from heartbeat.watchlist import JobView
 
 if TYPE_CHECKING:
     from heartbeat.config import Config
@@ -351,12 +350,11 @@ class ControlAPI:
                 "duration_s": round(now - scheduler.outage_since, 3),
             }
         last = scheduler.last_success_at
-        by_source = Counter(s for sources in scheduler.sources().values() for s in sources)
         state = hb.state
         return {
             "version": __version__,
             "jobs": len(scheduler),
-            "sources": dict(by_source),
+            "sources": scheduler.watchlist.claim_counts(),
             "in_flight": scheduler.in_flight,
             "elasticsearch": elasticsearch,
             "outage": outage,

@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 
 from heartbeat import logs
 from heartbeat._version import __version__
+from heartbeat.changes import Change, JobDropped, JobsAdded
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
@@ -42,10 +43,11 @@ from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
 from heartbeat.metrics import Metrics
 from heartbeat.reload import reload
-from heartbeat.scheduler import ADD_CHUNK, TIMER_SLACK, JobView, Scheduler
+from heartbeat.scheduler import TIMER_SLACK, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
+from heartbeat.watchlist import ADD_CHUNK, JobView
 from heartbeat.worker import WorkerMonitor
 
 if TYPE_CHECKING:
@@ -110,10 +112,10 @@ class Heartbeat:
         if config.state.dir is not None:
             self.state = StateStore(
                 config.state.dir,
-                self.scheduler.sources,
+                self.scheduler.claims,
                 leases=self.leases.snapshot,
                 extras=self._memories,
-                outcomes=lambda: outcomes_json(self.scheduler.outcome_rows()),
+                outcomes=lambda: outcomes_json(self.scheduler.watchlist.outcome_rows()),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
@@ -135,20 +137,21 @@ class Heartbeat:
             identity=self.identity,
         )
 
-    def _watch_list_changed(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
-        if change == "dropped":
+    def _watch_list_changed(self, change: Change) -> None:
+        if isinstance(change, JobDropped):
             self.tombstones.add(
                 Tombstone(
-                    id=job_id,
-                    reason=str(fields.get("reason")),
-                    status=fields.get("status"),
-                    server_reason=fields.get("server_reason"),
+                    id=change.job_id,
+                    reason=change.reason,
+                    status=change.status,
+                    server_reason=change.server_reason,
                     dropped_at=self.scheduler.clock.wall(),
-                    sources=tuple(fields.get("sources", ())),
+                    sources=change.sources,
                 )
             )
-        elif change == "added":
-            self.tombstones.discard(job_id)  # watched again: no longer dropped
+        elif isinstance(change, JobsAdded):
+            for job_id in change.job_ids:
+                self.tombstones.discard(job_id)  # watched again: no longer dropped
 
     def _memories(self) -> dict[str, Any]:
         """The state file's extras (heartbeat.memory)."""
@@ -185,7 +188,7 @@ class Heartbeat:
         await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
             state = self.state
-            self.scheduler.change_observers.append(lambda *_: state.changed())
+            self.scheduler.change_observers.append(lambda _change: state.changed())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.scheduler.run, name="heartbeat scheduler")
@@ -257,7 +260,7 @@ class Heartbeat:
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
         outcomes = parse_outcomes(self.state.loaded_outcomes)
         for job_id, outcome in outcomes.items():
-            self.scheduler.restore_outcome(
+            self.scheduler.watchlist.restore_outcome(
                 job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
             )
         # Oldest success first (a job that never succeeded counts as oldest). Without
@@ -482,10 +485,8 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
                 hb.watch_many(extra_ids, "cli")
             # Like the config file, the command line is the truth for its own ids: a
             # --job id restored from the state file but not given this time is released.
-            given = set(extra_ids)
-            for job_id, claims in hb.scheduler.sources().items():
-                if "cli" in claims and job_id not in given:
-                    hb.scheduler.unwatch(job_id, reason="source", source="cli")
+            # (Watched first through hb: a renewed claim is permanent, whatever its lease.)
+            hb.scheduler.watchlist.replace_claims("cli", extra_ids, reason="source")
             sources = build_sources(config)
             for source in sources:
                 await hb.start(source.run, hb, name=f"source {source.name}")

@@ -88,15 +88,12 @@ class DiscoverySource:
         if self._failures:
             log.info("discovery_recovered", failures=self._failures)
             self._failures = 0
-        current = self.current(hb)
-        hb.watch_many(sorted(found - current), NAME)
-        for job_id in sorted(current - found):
-            hb.scheduler.unwatch(job_id, reason="discovery", source=NAME)
+        hb.scheduler.watchlist.replace_claims(NAME, sorted(found), reason="discovery")
 
     @staticmethod
     def current(hb: Heartbeat) -> set[str]:
         """The ids discovery has claimed (after restarts too, through the state file)."""
-        return {job_id for job_id, sources in hb.scheduler.sources().items() if NAME in sources}
+        return hb.scheduler.watchlist.claimed(NAME)
 
     async def list_ours(
         self,

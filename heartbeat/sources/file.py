@@ -181,7 +181,7 @@ class FileSource:
             path = self.path
             if path is None:
                 if force:
-                    self._release(hb, [])
+                    self._claim_exactly(hb, [])
                 return
             try:
                 contents = await self._read(path, force=force)
@@ -217,7 +217,7 @@ class FileSource:
 
     def _unreadable(self, hb: Heartbeat, path: Path, exc: OSError) -> None:
         if self._failing is None:
-            claimed = sum(1 for sources in hb.scheduler.sources().values() if NAME in sources)
+            claimed = len(hb.scheduler.watchlist.claimed(NAME))
             log.error(
                 "watch_file_unreadable",
                 path=str(path),
@@ -237,7 +237,7 @@ class FileSource:
                 error=bad.error,
                 **fields,
             )
-        added, removed = self._release(hb, parsed.ids)
+        added, removed = self._claim_exactly(hb, parsed.ids)
         log.info(
             "watch_file_loaded",
             path=str(path),
@@ -249,20 +249,10 @@ class FileSource:
         )
         self._failing = None
 
-    def _release(self, hb: Heartbeat, wanted: Sequence[str]) -> tuple[int, int]:
-        """Make the ``file`` claims exactly ``wanted``; returns (claims added, withdrawn).
-
-        The current claims come from the watch list, not from this object's memory, so
-        ids restored from the state file are reconciled too."""
-        scheduler = hb.scheduler
-        current = {job_id for job_id, sources in scheduler.sources().items() if NAME in sources}
-        keep = set(wanted)
-        gone = [job_id for job_id in current if job_id not in keep]
-        for job_id in gone:
-            scheduler.unwatch(job_id, reason="source", source=NAME)
-        new = [job_id for job_id in wanted if job_id not in current]
-        scheduler.watch_many(new, NAME)
-        return len(new), len(gone)
+    def _claim_exactly(self, hb: Heartbeat, wanted: Sequence[str]) -> tuple[int, int]:
+        """Make the ``file`` claims exactly ``wanted``; returns (claims added, withdrawn)
+        (restored ones included: WatchList.replace_claims)."""
+        return hb.scheduler.watchlist.replace_claims(NAME, wanted, reason="source")
 
 
 def _read_anyway(path: Path) -> tuple[Signature, bytes]:
