@@ -10,8 +10,8 @@
   :data:`TOMBSTONE_AGE` seconds, whichever is fewer, so that a drop can be undone
   (``GET /dropped``, ``POST /dropped/ID/restore``, ``heartbeat jobs dropped|restore``).
 
-Pure data and conversions: :mod:`heartbeat.state` writes it, :mod:`heartbeat.daemon`
-wires it to the scheduler.
+Pure data and conversions: :mod:`heartbeat.state` writes it, :mod:`heartbeat.restart`
+puts it back at start, :mod:`heartbeat.daemon` wires it to the scheduler.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from heartbeat.changes import JobDropped
 
 MAX_TOMBSTONES = 1000
 TOMBSTONE_AGE = 24 * 3600.0
@@ -43,6 +45,18 @@ class Tombstone:
             "dropped_at": self.dropped_at,
             "sources": list(self.sources),
         }
+
+    @classmethod
+    def of_drop(cls, dropped: JobDropped, dropped_at: float) -> Tombstone:
+        """The tombstone of a drop (the watch list's change event)."""
+        return cls(
+            id=dropped.job_id,
+            reason=dropped.reason,
+            status=dropped.status,
+            server_reason=dropped.server_reason,
+            dropped_at=dropped_at,
+            sources=dropped.sources,
+        )
 
     @classmethod
     def from_json(cls, data: Any) -> Tombstone | None:
