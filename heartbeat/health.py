@@ -124,8 +124,9 @@ class Liveness:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
-    #: Why not ready: ``worker_down``, ``elasticsearch_unreachable``,
-    #: ``elasticsearch_failing``, ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
+    #: Why not ready: ``worker_down``, ``elasticsearch_cluster_mismatch``,
+    #: ``elasticsearch_unreachable``, ``elasticsearch_failing``,
+    #: ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
     #: ``elasticsearch_not_contacted`` or ``jobs_at_risk``; None when ready.
     reason: str | None
     elasticsearch: str

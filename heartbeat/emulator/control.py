@@ -3,7 +3,7 @@
 Owns the plain-JSON endpoints (no credentials, no product header, not recorded in the
 request log) that create, read, delete and re-status jobs, script and clear faults, read
 and forget the request log summary, and change the API key and privileges; the table is
-in the package docstring. It does not own the state it changes: the
+in the package docstring and in docs/emulator.md. It does not own the state it changes: the
 :class:`~heartbeat.emulator.Emulator` does, and calls :func:`handle_control` for any
 request whose first path segment is ``_emulator``.
 """
