@@ -9,8 +9,10 @@
 - every command, ``jobs`` action and flag in docs/commands.md is in the parser's
   ``--help``, and every command is documented; every exit code in its table is one the
   code defines;
+- every environment variable docs/configuration.md names is read somewhere in
+  heartbeat/, and every ``HEARTBEAT_*`` variable the loader accepts is documented;
 - every relative link in README.md and docs/ leads to a file that exists, and to a
-  heading of it when it names one.
+  heading of it when it names one; every test cited as evidence exists.
 
 Each failure says what to add (or remove) where.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from heartbeat.config import Config
+from heartbeat.config.inputs import OTHER_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "heartbeat"
@@ -87,11 +90,20 @@ def _sources() -> Iterator[tuple[Path, ast.Module]]:
 @cache
 def string_calls() -> dict[str, set[str]]:
     """Every string literal passed as the first positional argument of a call in
-    heartbeat/ (``log.info("job_added", ...)``, ``StartupWarning("schedule_tight", ...)``),
-    with the structlog levels it is logged at directly (``{}`` when it is not a log call)."""
+    heartbeat/ (``log.info("job_added", ...)``, ``StartupWarning("schedule_tight", ...)``)
+    or assigned to a name, with the structlog levels it is logged at directly (``{}``
+    when that is not a log call)."""
     found: dict[str, set[str]] = {}
     for _, module in _sources():
         for node in ast.walk(module):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(
+                node.value, ast.Constant
+            ):
+                # An event name kept in a constant or a typed event's class attribute
+                # (``event = "job_dropped"``), logged elsewhere as ``log.info(e.event)``.
+                if isinstance(node.value.value, str):
+                    found.setdefault(node.value.value, set())
+                continue
             if not (isinstance(node, ast.Call) and node.args):
                 continue
             first = node.args[0]
@@ -453,4 +465,31 @@ def test_every_test_the_docs_cite_exists() -> None:
     assert not missing, (
         "these tests, cited as evidence, do not exist under tests/; correct the name or "
         "the claim: " + "; ".join(missing)
+    )
+
+
+# -- environment variables ------------------------------------------------------------------
+
+
+def test_every_documented_variable_is_read_and_every_read_one_documented() -> None:
+    documented = {
+        name
+        for row in table(CONFIGURATION, "| variable | read by")
+        for name in spans(row[0])
+        if re.fullmatch(r"[A-Z_]+", name)
+    }
+    read = set()
+    for _, module in _sources():
+        for node in ast.walk(module):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                read |= set(re.findall(r"\b(HEARTBEAT_[A-Z_]+|[A-Z]+_DIRECTORY)\b", node.value))
+    unread = sorted(documented - read)
+    assert not unread, (
+        "docs/configuration.md's environment table names variables nothing in heartbeat/ "
+        "reads; remove their rows or correct them: " + ", ".join(unread)
+    )
+    missing = sorted(OTHER_VARIABLES - documented)
+    assert not missing, (
+        "heartbeat/config/inputs.py accepts these variables, which docs/configuration.md's "
+        "environment table lacks; add a row `| `NAME` | read by | meaning |`: " + ", ".join(missing)
     )
