@@ -58,12 +58,12 @@ from heartbeat.config import ControlSettings
 from heartbeat.control_wire import (
     MAX_BODY,
     METHODS,
-    ErrorAnswer,
-    answer,
+    Refused,
     decode_id,
     ids_and_ttl,
     iso,
     job_json,
+    json_response,
     put_body,
     read_body,
     route,
@@ -141,7 +141,7 @@ class ControlAPI:
             methods = METHODS[endpoint]
             if request.method not in methods:
                 message = f"{request.method} is not allowed here; allowed: {', '.join(methods)}"
-                raise ErrorAnswer(405, message, Allow=", ".join(methods))
+                raise Refused(405, message, Allow=", ".join(methods))
             body = await read_body(request)
             if endpoint == "restore":
                 assert segment is not None
@@ -152,13 +152,15 @@ class ControlAPI:
                     ttl = put_body(body, request.query)
                 return await self._job(request.method, decode_id(segment), ttl)
             if endpoint == "status":
-                return answer(200, self.status())
+                return json_response(200, self.status())
             if endpoint == "dropped":
-                return answer(200, {"dropped": [tombstone_json(t) for t in self.feed.dropped()]})
+                return json_response(
+                    200, {"dropped": [tombstone_json(t) for t in self.feed.dropped()]}
+                )
             if request.method == "POST":
                 return await self._watch_many(*ids_and_ttl(body))
-            return answer(200, {"jobs": [self._json(view) for view in self.feed.jobs()]})
-        except ErrorAnswer as early:
+            return json_response(200, {"jobs": [self._json(view) for view in self.feed.jobs()]})
+        except Refused as early:
             if early.response.status == 413:
                 early.response.force_close()  # do not read the rest of a large body
             return early.response
@@ -175,7 +177,7 @@ class ControlAPI:
         if last is None or now - last >= UNAUTHORIZED_LOG_PERIOD:
             log.warning("control_unauthorized", peer=request.remote, refused=self._refused)
             self._refused, self._refused_logged_at = 0, now
-        raise ErrorAnswer(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        raise Refused(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
     def _json(self, view: JobView) -> dict[str, Any]:
         return job_json(view, self.feed.expires_at(view))
@@ -185,30 +187,30 @@ class ControlAPI:
         view = feed.job(job_id)
         if method == "GET":
             if view is None:
-                raise ErrorAnswer(404, f"not watched: {job_id!r}")
-            return answer(200, self._json(view))
+                raise Refused(404, f"not watched: {job_id!r}")
+            return json_response(200, self._json(view))
         if method == "PUT":
             seconds = ttl_of(ttl, self.default_ttl)
             new = feed.watch(job_id, NAME, ttl=seconds)
             view = feed.job(job_id)
             assert view is not None
             await self._persisted()
-            return answer(201 if new else 200, self._json(view))
+            return json_response(201 if new else 200, self._json(view))
         if view is None:  # DELETE
-            raise ErrorAnswer(404, f"not watched: {job_id!r}")
+            raise Refused(404, f"not watched: {job_id!r}")
         feed.unwatch(job_id, reason=NAME)  # every source's claim
         await self._persisted()
-        return answer(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
+        return json_response(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
 
     async def _restore(self, job_id: str) -> web.Response:
         """Watch a dropped job again with its former sources' claims (permanent)."""
         tombstone = self.feed.restore(job_id)
         if tombstone is None:
-            raise ErrorAnswer(404, f"not a dropped job: {job_id!r}")
+            raise Refused(404, f"not a dropped job: {job_id!r}")
         await self._persisted()
         view = self.feed.job(job_id)
         assert view is not None
-        return answer(200, {"id": job_id, "restored": True, "job": job_json(view)})
+        return json_response(200, {"id": job_id, "restored": True, "job": job_json(view)})
 
     async def _watch_many(self, ids: list[str], ttl: object = None) -> web.Response:
         feed = self.feed
@@ -216,7 +218,7 @@ class ControlAPI:
         known = {job_id for job_id in ids if feed.is_watched(job_id)}
         await feed.watch_many_async(ids, NAME, ttl=seconds)
         await self._persisted()
-        return answer(
+        return json_response(
             200,
             {
                 "added": [job_id for job_id in ids if job_id not in known],
@@ -232,7 +234,7 @@ class ControlAPI:
         status = self.feed.snapshot()
         where = status.state_path or "disk"
         why = status.state_error or "saving is slow"
-        raise ErrorAnswer(503, f"applied but not saved to {where} ({why}); repeat the request")
+        raise Refused(503, f"applied but not saved to {where} ({why}); repeat the request")
 
     def status(self) -> dict[str, Any]:
         """``GET /status``, from one snapshot (heartbeat.status)."""

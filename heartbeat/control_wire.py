@@ -2,8 +2,8 @@
 
 Owns turning a raw request into what it asks (:func:`route`, :func:`decode_id`,
 :func:`ids_and_ttl`, :func:`put_body`, :func:`read_body`) and what the API answers into
-JSON (:func:`answer`, :func:`job_json`, :func:`tombstone_json`); every problem is an
-:class:`ErrorAnswer` naming it. Pure but for reading the body: it does not watch
+JSON (:func:`json_response`, :func:`job_json`, :func:`tombstone_json`); every problem is an
+:class:`Refused` naming it. Pure but for reading the body: it does not watch
 anything, check access or listen (heartbeat.control does).
 
 Ids travel in the path as one percent-encoded segment: ``/jobs/a%2Fb`` is the id
@@ -30,13 +30,13 @@ from heartbeat.scheduler import JobView
 __all__ = [
     "MAX_BODY",
     "METHODS",
-    "ErrorAnswer",
-    "answer",
+    "Refused",
     "decode_id",
     "ids_and_ttl",
     "ids_of",
     "iso",
     "job_json",
+    "json_response",
     "put_body",
     "read_body",
     "route",
@@ -55,16 +55,17 @@ METHODS = {
 }
 
 
-class ErrorAnswer(Exception):
-    """Carries an early answer (an error) out of the checks; never escapes the control
-    API (heartbeat.control answers it)."""
+class Refused(Exception):
+    """A request refused with an error response, raised out of the checks to end it;
+    never escapes the control API (heartbeat.control answers with its response)."""
 
     def __init__(self, status: int, message: str, **headers: str) -> None:
-        self.response = answer(status, {"error": message})
+        self.response = json_response(status, {"error": message})
         self.response.headers.update(headers)
 
 
-def answer(status: int, payload: object) -> web.Response:
+def json_response(status: int, payload: object) -> web.Response:
+    """``payload`` as the JSON body of a response with ``status``."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return web.Response(status=status, body=body, content_type="application/json")
 
@@ -88,7 +89,7 @@ def ttl_of(value: object, default: float) -> float | None:
     try:
         return check_ttl(value)
     except ValueError as exc:
-        raise ErrorAnswer(400, f"{exc}; nothing was changed") from None
+        raise Refused(400, f"{exc}; nothing was changed") from None
 
 
 def put_body(body: bytes, query: Any) -> object:
@@ -98,14 +99,12 @@ def put_body(body: bytes, query: Any) -> object:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise ErrorAnswer(
-                400, 'the body is not JSON; expected {"ttl": SECONDS} or none'
-            ) from None
+            raise Refused(400, 'the body is not JSON; expected {"ttl": SECONDS} or none') from None
         if not isinstance(data, dict) or set(data) - {"ttl"}:
-            raise ErrorAnswer(400, 'expected a JSON object {"ttl": SECONDS}')
+            raise Refused(400, 'expected a JSON object {"ttl": SECONDS}')
         if "ttl" in data:
             if given is not None:
-                raise ErrorAnswer(400, "ttl given twice (body and query)")
+                raise Refused(400, "ttl given twice (body and query)")
             given = data["ttl"]
     return given
 
@@ -125,22 +124,22 @@ def route(raw_path: str) -> tuple[str, str | None]:
     if len(segments) == 3 and segments[0] == "dropped" and segments[2] == "restore":
         return "restore", segments[1]
     hint = "; a '/' inside an id is sent as %2F" if segments[:1] == ["jobs"] else ""
-    raise ErrorAnswer(404, f"no such endpoint: {path or raw_path}{hint}")
+    raise Refused(404, f"no such endpoint: {path or raw_path}{hint}")
 
 
 def decode_id(segment: str) -> str:
     """The job id a path segment spells, validated; 400 otherwise."""
     if segment in {".", ".."}:
-        raise ErrorAnswer(400, f"a literal {segment!r} segment is ambiguous; spell the id %2E")
+        raise Refused(400, f"a literal {segment!r} segment is ambiguous; spell the id %2E")
     for position, char in enumerate(segment):
         if char == "%" and not _is_hex(segment[position + 1 : position + 3]):
-            raise ErrorAnswer(400, f"invalid percent-escape at position {position} of the id")
+            raise Refused(400, f"invalid percent-escape at position {position} of the id")
     try:
         return validate_job_id(unquote(segment, errors="strict"))
     except UnicodeDecodeError:
-        raise ErrorAnswer(400, "the percent-encoded id is not UTF-8") from None
+        raise Refused(400, "the percent-encoded id is not UTF-8") from None
     except InvalidJobId as exc:
-        raise ErrorAnswer(400, str(exc)) from None
+        raise Refused(400, str(exc)) from None
 
 
 def _is_hex(text: str) -> bool:
@@ -157,30 +156,30 @@ def ids_and_ttl(body: bytes) -> tuple[list[str], object]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise ErrorAnswer(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
+        raise Refused(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
     if not isinstance(data, dict) or not isinstance(data.get("ids"), list):
-        raise ErrorAnswer(400, 'expected a JSON object {"ids": ["...", ...]}')
+        raise Refused(400, 'expected a JSON object {"ids": ["...", ...]}')
     unknown = sorted(set(data) - {"ids", "ttl"})
     if unknown:
-        raise ErrorAnswer(400, f"unknown fields {unknown}")
+        raise Refused(400, f"unknown fields {unknown}")
     ids: list[str] = data["ids"]
     for index, job_id in enumerate(ids):
         try:
             validate_job_id(job_id)
         except InvalidJobId as exc:
-            raise ErrorAnswer(400, f"ids[{index}]: {exc}; nothing was changed") from None
+            raise Refused(400, f"ids[{index}]: {exc}; nothing was changed") from None
     return list(dict.fromkeys(ids)), data.get("ttl")
 
 
 async def read_body(request: web.BaseRequest) -> bytes:
     """The request body, at most MAX_BODY bytes (413 beyond, chunked bodies included)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ErrorAnswer(413, f"the body is over {MAX_BODY} bytes")
+        raise Refused(413, f"the body is over {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(MAX_BODY + 1):
         size += len(chunk)
         if size > MAX_BODY:
-            raise ErrorAnswer(413, f"the body is over {MAX_BODY} bytes")
+            raise Refused(413, f"the body is over {MAX_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

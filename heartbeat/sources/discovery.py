@@ -30,7 +30,7 @@ from anyio.abc import TaskStatus
 from heartbeat.config import Config, DiscoverySettings
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import validate_job_id
-from heartbeat.outcomes import Outcome, describe
+from heartbeat.outcomes import Outcome, outcome_key
 from heartbeat.sources.base import Feed
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class DiscoverySource:
             if self._failures == 1:
                 log.warning(
                     "discovery_failed",
-                    reason=describe(found),
+                    reason=outcome_key(found),
                     error=getattr(found, "reason", ""),
                     status=getattr(found, "status", None),
                     kept=len(feed.claimed(NAME)),
