@@ -189,7 +189,7 @@ async def test_restore_keeps_each_sources_claims(es: ES, tmp_path: Path) -> None
         config = make_config(es.url, QUIET, jobs={"ids": ["cfg-kept"]}, state={"dir": state})
         async with running(config, "file", "control") as (hb, _):
             # The config is the truth for its own ids; control's claims are kept.
-            assert hb.scheduler.sources() == {
+            assert hb.scheduler.claims() == {
                 "cfg-kept": ("config", "control"),
                 "ctl": ("control",),
             }
