@@ -2,7 +2,8 @@
 
 - docs/layout.md names every module under heartbeat/, and only modules that exist;
 - docs/configuration.md documents every key of the ``Config`` model (walked recursively)
-  and no other, and each default written there in code font is the model's default;
+  and no other, and each default written there in code font is the model's default; a
+  key any page names (``section.key`` or ``[section] key``) exists;
 - every log event in the table of docs/operations.md is emitted somewhere in heartbeat/,
   at the level the table gives, and every event heartbeat/ logs is in that table;
 - every metric in docs/operations.md is one heartbeat/ defines, and the reverse;
@@ -208,6 +209,24 @@ def test_the_documented_defaults_are_the_models() -> None:
         if written != defaults[key]:
             wrong.append(f"{key}: the page says {cell}, the model {defaults[key]!r}")
     assert not wrong, "docs/configuration.md: correct these defaults: " + "; ".join(wrong)
+
+
+def test_every_key_any_page_names_exists() -> None:
+    keys = set(model_keys(Config))
+    sections = {key.split(".")[0] for key in keys}
+    unknown = []
+    for page in pages():
+        for span in spans(page.read_text()):
+            match = re.fullmatch(r"([a-z_]+)\.([a-z_]+)|\[([a-z_]+)\] ([a-z_]+)", span)
+            if match is None:
+                continue
+            section, key = match.group(1) or match.group(3), match.group(2) or match.group(4)
+            if section in sections and f"{section}.{key}" not in keys:
+                unknown.append(f"{page.relative_to(ROOT)}: `{span}`")
+    assert not unknown, (
+        "these pages name configuration keys the Config model does not have; correct "
+        "them: " + "; ".join(unknown)
+    )
 
 
 # -- log events -----------------------------------------------------------------------------
