@@ -72,8 +72,10 @@ def table(page: Path, header: str) -> list[list[str]]:
 
 
 def spans(text: str) -> list[str]:
-    """The code spans of a piece of Markdown."""
-    return re.findall(r"`([^`]+)`", text)
+    """The code spans of a piece of Markdown (fenced code blocks left out), a span that
+    wraps onto the next line joined with one space."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", text)]
 
 
 def github_anchor(heading: str) -> str:
