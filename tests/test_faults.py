@@ -38,11 +38,11 @@ MAX_IN_FLIGHT = 8
 BACKOFF = BackoffSettings(initial=0.2, multiplier=2.0, max=1.0)
 STEADY_S = 1.2
 FAULT_S = 2.5
-#: The README's promise: every job checked in within one interval of the fault's end
-#: (the next probe comes within 0.4 x interval, then the 0.6 x interval spread), plus
-#: what a request takes on a loaded machine.
+#: docs/reliability.md's promise: every job checked in within one interval of the
+#: fault's end (the next probe comes within 0.4 x interval, then the 0.6 x interval
+#: spread), plus what a request takes on a loaded machine.
 RECOVERY_S = INTERVAL + 0.5
-#: The pressure bound the README states: while Elasticsearch fails, at most
+#: The pressure bound docs/reliability.md states: while Elasticsearch fails, at most
 #: 2 x max_in_flight + fault duration / backoff.initial requests (here 16 + 12.5),
 #: against JOBS x FAULT_S / INTERVAL = 100 in steady state.
 PRESSURE_BOUND = 2 * MAX_IN_FLIGHT + FAULT_S / BACKOFF.initial

@@ -331,8 +331,8 @@ async def test_invalid_ids_are_refused_before_anything_changes(
 
 
 async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) -> None:
-    """README: with 1,000 jobs, the defaults and a 60 s outage, heartbeat sends at most
-    2 x max_in_flight + 10 probes requests (steady state would be 1,000)."""
+    """docs/reliability.md: with 1,000 jobs, the defaults and a 60 s outage, heartbeat
+    sends at most 2 x max_in_flight + 10 probes requests (steady state would be 1,000)."""
     import random
 
     rng = random.Random(7)
