@@ -27,8 +27,9 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import logs
+from heartbeat import chunked, logs
 from heartbeat._version import __version__
+from heartbeat.chunked import STEP, Rows, Steps
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
@@ -39,10 +40,16 @@ from heartbeat.health import Health, elasticsearch_state
 from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
-from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcomes
+from heartbeat.memory import (
+    SavedOutcome,
+    Tombstone,
+    Tombstones,
+    outcomes_json,
+    parse_outcomes_async,
+)
 from heartbeat.metrics import Metrics
 from heartbeat.reload import reload
-from heartbeat.scheduler import ADD_CHUNK, TIMER_SLACK, JobView, Scheduler
+from heartbeat.scheduler import TIMER_SLACK, JobView, Scheduler
 from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
 from heartbeat.systemd import Notifier
@@ -108,12 +115,16 @@ class Heartbeat:
         self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
+            scheduler = self.scheduler
+            # Read a chunk of ids at a time by the saver (heartbeat.chunked.Rows).
             self.state = StateStore(
                 config.state.dir,
-                self.scheduler.sources,
+                lambda: Rows(scheduler.job_ids, scheduler.sources_of),
                 leases=self.leases.snapshot,
                 extras=self._memories,
-                outcomes=lambda: outcomes_json(self.scheduler.outcome_rows()),
+                outcomes=lambda: Rows(
+                    scheduler.job_ids, lambda ids: outcomes_json(scheduler.outcome_rows(ids))
+                ),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
@@ -220,27 +231,12 @@ class Heartbeat:
         """Watch again what the state file says was watched (before any source)."""
         if self.state is None:
             return
-        # Read and decoded in a thread: a million ids take seconds of JSON.
-        saved = await anyio.to_thread.run_sync(self.state.load)
-        by_source: dict[str, list[str]] = {}
-        for job_id, sources in saved.items():
-            for source in sources:
-                by_source.setdefault(source, []).append(job_id)
-        configured = set(self.config.jobs.ids)
+        # Parsed a chunk at a time: a million ids never hold the loop for long.
+        saved = await self.state.load()
         restored = 0
+        by_source = await chunked.drain_async(self._saved_claims(saved))
         for source, ids in by_source.items():
-            if source == "config":
-                # The configuration is the truth for its own ids.
-                ids = [job_id for job_id in ids if job_id in configured]
-            valid = []
-            for index, job_id in enumerate(ids):
-                if index and not index % ADD_CHUNK:
-                    await anyio.lowlevel.checkpoint()  # the event loop runs between chunks
-                try:
-                    valid.append(validate_job_id(job_id))
-                except InvalidJobId as exc:
-                    log.warning("state_entry_invalid", error=str(exc))
-            restored += await self.scheduler.watch_many_async(valid, source)
+            restored += await self.scheduler.watch_many_async(ids, source)
         # A restart is not a renewal; a lease that ended while we were down ends now.
         self.leases.restore(self.state.loaded_leases)
         extras = self.state.loaded_extras
@@ -255,17 +251,44 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        outcomes = parse_outcomes(self.state.loaded_outcomes)
-        for job_id, outcome in outcomes.items():
-            self.scheduler.restore_outcome(
-                job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
-            )
+        outcomes = await parse_outcomes_async(self.state.loaded_outcomes)
+        await chunked.drain_async(self._restore_outcomes(outcomes))
         # Oldest success first (a job that never succeeded counts as oldest). Without
         # saved outcomes every job counts as oldest: the ramp stays as it is.
         if outcomes:
-            self.scheduler.ramp_oldest_first()
+            await self.scheduler.ramp_oldest_first_async()
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
+
+    def _restore_outcomes(self, outcomes: dict[str, SavedOutcome]) -> Steps[None]:
+        for index, (job_id, outcome) in enumerate(outcomes.items()):
+            if not index % STEP:
+                yield
+            self.scheduler.restore_outcome(
+                job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
+            )
+
+    def _saved_claims(self, saved: dict[str, tuple[str, ...]]) -> Steps[dict[str, list[str]]]:
+        """The valid saved ids by source, a few at a time. The configuration is the
+        truth for its own ids: a saved ``config`` claim it no longer gives is left."""
+        configured: set[str] = set()
+        ids = self.config.jobs.ids
+        for start in range(0, len(ids), STEP):
+            configured.update(ids[start : start + STEP])
+            yield
+        by_source: dict[str, list[str]] = {}
+        for index, (job_id, sources) in enumerate(saved.items()):
+            if not index % STEP:
+                yield
+            try:
+                validate_job_id(job_id)
+            except InvalidJobId as exc:
+                log.warning("state_entry_invalid", error=str(exc))
+                continue
+            for source in sources:
+                if source != "config" or job_id in configured:
+                    by_source.setdefault(source, []).append(job_id)
+        return by_source
 
     async def __aexit__(
         self,

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from heartbeat import chunked
+
 MAX_TOMBSTONES = 1000
 TOMBSTONE_AGE = 24 * 3600.0
 
@@ -140,10 +142,21 @@ def outcomes_json(rows: Iterable[tuple[str, float | None, int, str | None]]) -> 
 
 def parse_outcomes(data: Any) -> dict[str, SavedOutcome]:
     """The saved outcomes; damaged entries are skipped, never fatal."""
+    return chunked.drain(_outcome_steps(data))
+
+
+async def parse_outcomes_async(data: Any) -> dict[str, SavedOutcome]:
+    """:func:`parse_outcomes`, yielding to the event loop between chunks of entries."""
+    return await chunked.drain_async(_outcome_steps(data), freeze=True)
+
+
+def _outcome_steps(data: Any) -> chunked.Steps[dict[str, SavedOutcome]]:
     result: dict[str, SavedOutcome] = {}
     if not isinstance(data, dict):
         return result
-    for job_id, entry in data.items():
+    for count, (job_id, entry) in enumerate(data.items(), 1):
+        if not count % chunked.STEP:
+            yield
         if not isinstance(entry, list) or len(entry) != 3:
             continue
         last_success, failures, last_error = entry

@@ -38,7 +38,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import backoff, logs
+from heartbeat import backoff, chunked, logs
 from heartbeat.aggregate import FailureLog
 from heartbeat.client import NEEDED_PRIVILEGES
 from heartbeat.clock import Clock, SystemClock
@@ -80,9 +80,9 @@ PROBE_CAP_OF_INTERVAL = 1.0 - RECOVERY_SPREAD
 TIMER_SLACK = 0.020
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
-#: watch_many_async adds this many ids between yields to the event loop (about 40 ms
-#: of CPU here: bench/scale.py --adds measures the longest block).
-ADD_CHUNK = 10_000
+#: watch_many_async adds this many ids between yields to the event loop (5-20 ms of
+#: CPU here, depending on the load: bench/scale.py --adds measures the longest block).
+ADD_CHUNK = 2_000
 
 
 @dataclass(slots=True, eq=False)
@@ -309,8 +309,14 @@ class Scheduler:
         return list(self._jobs)
 
     def sources(self) -> dict[str, tuple[str, ...]]:
-        """Every watched id with the sources that asked for it (for the state file)."""
+        """Every watched id with the sources that asked for it."""
         return {job.id: job.sources for job in self._jobs.values()}
+
+    def sources_of(self, job_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """:meth:`sources` of those of ``job_ids`` still watched (the state file is
+        written a chunk of ids at a time)."""
+        jobs = self._jobs
+        return {i: job.sources for i in job_ids if (job := jobs.get(i)) is not None}
 
     def _view(self, job: Job) -> JobView:
         offset = self.clock.wall() - self.clock.monotonic()
@@ -324,10 +330,17 @@ class Scheduler:
             in_flight=job.in_flight,
         )
 
-    def outcome_rows(self) -> list[tuple[str, float | None, int, str | None]]:
+    def outcome_rows(
+        self, job_ids: Iterable[str] | None = None
+    ) -> list[tuple[str, float | None, int, str | None]]:
         """``(id, last_success as wall-clock time, consecutive failures, last error)``
-        of every job, for the state file."""
+        of every job (or of those of ``job_ids`` still watched), for the state file."""
         offset = self.clock.wall() - self.clock.monotonic()
+        jobs: Iterable[Job]
+        if job_ids is None:
+            jobs = self._jobs.values()
+        else:
+            jobs = [job for i in job_ids if (job := self._jobs.get(i)) is not None]
         return [
             (
                 job.id,
@@ -335,7 +348,7 @@ class Scheduler:
                 job.failures,
                 job.last_error,
             )
-            for job in self._jobs.values()
+            for job in jobs
         ]
 
     def restore_outcome(
@@ -354,13 +367,31 @@ class Scheduler:
     def ramp_oldest_first(self) -> None:
         """Re-order the start-up ramp: the jobs whose last success is oldest (or that
         never succeeded) are checked in first. Only jobs not yet checked in move."""
+        for _ in self._ramp_steps():
+            pass
+
+    async def ramp_oldest_first_async(self) -> None:
+        """:meth:`ramp_oldest_first`, yielding to the event loop between chunks."""
+        await chunked.drain_async(self._ramp_steps(), freeze=True)
+
+    def _ramp_steps(self, chunk: int = chunked.STEP) -> chunked.Steps[None]:
+        # Sorted a chunk at a time, then merged (both stable: the order one sort of
+        # the whole list gives), so that a million jobs never hold the loop for long.
         waiting = [job for job in self._jobs.values() if not job.in_flight]
         if not waiting:
             return
-        waiting.sort(key=lambda j: -math.inf if j.last_success is None else j.last_success)
-        start = min(job.due for job in waiting)
+        runs = []
+        start = math.inf
+        for first in range(0, len(waiting), chunk):
+            if first:
+                yield
+            run = sorted(waiting[first : first + chunk], key=_success_key)
+            start = min(start, min(job.due for job in run))
+            runs.append(run)
         spacing = 1.0 / self.schedule.ramp_rate
-        for index, job in enumerate(waiting):
+        for index, job in enumerate(heapq.merge(*runs, key=_success_key)):
+            if index and not index % chunk:
+                yield
             due = start + index * spacing
             job.anchor = due
             self._push(job, due)
@@ -887,3 +918,7 @@ class Scheduler:
             job.anchor = due
             self._push(job, due)
         self._wake.set()
+
+
+def _success_key(job: Job) -> float:
+    return -math.inf if job.last_success is None else job.last_success
