@@ -11,8 +11,6 @@ scheduler. Only :mod:`heartbeat.client` converts ``aiohttp`` exceptions.
 
 from __future__ import annotations
 
-EX_CONFIG = 78  # sysexits.h: configuration error
-
 
 class HeartbeatError(Exception):
     """Base class of every error heartbeat raises on purpose."""

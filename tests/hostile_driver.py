@@ -56,8 +56,9 @@ def main() -> None:
     if drop_to is not None:
         # Another user, for files that root could read whatever their mode. Everything
         # the commands import lazily is imported first, while the checkout is readable.
-        import heartbeat.checkin
         import heartbeat.cli
+        import heartbeat.cli.checkin
+        import heartbeat.cli.commands
         import heartbeat.client
         import heartbeat.config.warnings
         import heartbeat.daemon  # noqa: F401

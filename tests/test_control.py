@@ -20,8 +20,9 @@ from structlog.testing import capture_logs
 from heartbeat import config as configuration
 from heartbeat import control
 from heartbeat.cli import main
+from heartbeat.cli.control_api import Target
+from heartbeat.cli.jobs import run
 from heartbeat.config import Config, ControlSettings
-from heartbeat.control_cli import Target, run
 from heartbeat.errors import ConfigError
 from tests.conftest import ES
 from tests.helpers_control import api_client, make_config, running, short_dir

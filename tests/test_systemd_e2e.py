@@ -25,8 +25,8 @@ import anyio
 import pytest
 
 from heartbeat import Config
+from heartbeat.cli.exits import ExitCode
 from heartbeat.daemon import serve
-from heartbeat.errors import EX_CONFIG
 from tests.conftest import ES
 from tests.helpers_http import Samples, parse
 from tests.helpers_systemd import NotifyMessage, NotifySocket, notify_socket
@@ -161,7 +161,7 @@ async def test_a_config_error_exits_78_without_ready(tmp_path: Path) -> None:
             check=False,
         )
         await anyio.sleep(0.2)  # anything sent before the exit has arrived by now
-        assert result.returncode == EX_CONFIG
+        assert result.returncode == ExitCode.CONFIG
         assert result.stderr.decode().strip() == (
             f"heartbeat: configuration error: {config}: metrics.listen: '0.0.0.0:9310' is not "
             "a loopback address, and /metrics, /livez and /readyz have no authentication; "

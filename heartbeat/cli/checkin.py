@@ -8,6 +8,7 @@ HTTP draws a caret under the bad bytes) is folded into that one line.
 
 from __future__ import annotations
 
+from heartbeat.cli.exits import ExitCode
 from heartbeat.client import Client
 from heartbeat.config import Config
 from heartbeat.errors import InvalidJobId
@@ -24,7 +25,7 @@ def one_line(reason: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
-async def check_in_once(config: Config, ids: list[str]) -> int:
+async def check_in_once(config: Config, ids: list[str]) -> ExitCode:
     not_found = failed = False
     async with Client(config.elasticsearch, max_in_flight=1) as client:
         for job_id in ids:
@@ -45,5 +46,5 @@ async def check_in_once(config: Config, ids: list[str]) -> int:
                 print(f"failed     {shown}: {describe(outcome)}: {one_line(outcome.reason)}")
                 failed = True
     if failed:
-        return 2
-    return 1 if not_found else 0
+        return ExitCode.FAILED
+    return ExitCode.NOT_FOUND if not_found else ExitCode.OK

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from heartbeat import logs
+from heartbeat.cli.exits import ExitCode
 from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
 from heartbeat.daemon import Heartbeat
 from heartbeat.emulator import Emulator, Fault, serve
@@ -26,7 +27,7 @@ def say(text: str) -> None:
     print(f"demo | {text}", flush=True)
 
 
-async def run_demo(duration: float = 20.0) -> int:
+async def run_demo(duration: float = 20.0) -> ExitCode:
     logs.configure(format="console", level="info")
     emulator = Emulator()
     names = ["sync-jobs-full", "sync-jobs-incremental", "sync-access-control", "sync-to-delete"]
@@ -90,7 +91,7 @@ async def run_demo(duration: float = 20.0) -> int:
         # 404 of a deleted job) has had its answer, and its drop is in the log above.
         watched = [job.id for job in hb.jobs()]
     summary(emulator, ids, watched, interrupted)
-    return 0
+    return ExitCode.OK
 
 
 def demo_timing(duration: float) -> tuple[float, float]:

@@ -1,13 +1,15 @@
-"""The command line: ``heartbeat run | check-in | validate | emulator | demo | jobs``.
+"""The parser, :func:`main`, and the verbs too small for a module of their own.
 
-Owns argument parsing, exit codes and turning a :class:`ConfigError` into one line
-and status 78. Everything else is delegated. Each command imports what it needs when
-it runs (``--version`` and ``--help`` import none of aiohttp, pydantic or
-prometheus_client); :mod:`heartbeat.__main__` is the entry point around it, for
-Ctrl-C (130) and anything unexpected (70).
+Owns argument parsing, dispatching to a verb and turning a :class:`ConfigError` into
+one line and status 78. ``run``, ``validate`` and ``emulator`` are a few lines each
+here; ``check-in``, ``demo`` and ``jobs`` have their own modules. Each verb imports
+what it needs when it runs (``--version`` and ``--help`` import none of aiohttp,
+pydantic or prometheus_client); :mod:`heartbeat.cli.guard` is the edge around it,
+for Ctrl-C (130) and anything unexpected (70).
 
-Exit codes: 0 success / clean stop; 1 ``check-in``: a job was not found; 2 usage
-error, or ``check-in``: any other failure; 78 configuration error; 130 interrupted.
+Exit codes (:class:`~heartbeat.cli.exits.ExitCode`): 0 success / clean stop; 1
+``check-in``: a job was not found; 2 usage error, or ``check-in``: any other failure;
+78 configuration error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from heartbeat._version import __version__
-from heartbeat.control_cli import add_jobs_parser, cmd_jobs
-from heartbeat.errors import EX_CONFIG, ConfigError, InvalidJobId
+from heartbeat.cli.exits import ExitCode
+from heartbeat.cli.jobs import add_jobs_parser, cmd_jobs
+from heartbeat.errors import ConfigError, InvalidJobId
 
 if TYPE_CHECKING:
     from heartbeat import config as configuration
-
-EXIT_OK = 0
-EXIT_NOT_FOUND = 1
-EXIT_FAILED = 2
 
 DESCRIPTION = """\
 Keeps Elasticsearch connector sync jobs alive: checks each watched job in
@@ -53,7 +52,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-        self.exit(2, f"{self.prog}: {shown} (see '{self.prog} --help')\n")
+        self.exit(ExitCode.FAILED, f"{self.prog}: {shown} (see '{self.prog} --help')\n")
 
 
 def _port(text: str) -> int:
@@ -179,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             validate_job_id(job_id)
         except InvalidJobId as exc:
             print(f"heartbeat: --job: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
     logs.configure(format=config.logging.format, level=config.logging.level)
     return anyio.run(lambda: serve(config, path=path, extra_ids=args.job))
 
@@ -188,7 +187,7 @@ def cmd_check_in(args: argparse.Namespace) -> int:
     import anyio
 
     from heartbeat import logs
-    from heartbeat.checkin import check_in_once
+    from heartbeat.cli.checkin import check_in_once
 
     config, _ = _load(args.config)
     logs.configure(format=config.logging.format, level="warning", stream=sys.stderr)
@@ -207,7 +206,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for warning in startup_warnings(config, path):
         print(f"heartbeat: warning: {warning.line()}", file=sys.stderr)
     print(f"heartbeat: {path}: valid", file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -223,26 +222,26 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or "not UTF-8 text"
             print(f"heartbeat emulator: --api-key-file: {reason}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         if not api_key:
             # Not "no credentials": an emulator asked to check a key must not accept all.
             print(
                 f"heartbeat emulator: --api-key-file: {args.api_key_file} is empty", file=sys.stderr
             )
-            return EXIT_FAILED
+            return ExitCode.FAILED
     logs.configure(format="auto", level="info")
     try:
         anyio.run(run_emulator, args.host, args.port, api_key, args.data, args.cluster_uuid)
     except (ListenError, DataFileError) as exc:
         print(f"heartbeat emulator: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    return EXIT_OK
+        return ExitCode.CONFIG
+    return ExitCode.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import anyio
 
-    from heartbeat.demo import run_demo
+    from heartbeat.cli.demo import run_demo
 
     return anyio.run(run_demo, args.duration)
 
@@ -263,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"heartbeat: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return ExitCode.CONFIG
     except BaseExceptionGroup as group:
         # A listener that cannot start (control socket taken) raises inside the daemon's
         # task groups: the same one line and status 78 as any configuration error.
@@ -274,11 +273,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         while isinstance(error, BaseExceptionGroup):
             error = error.exceptions[0]
         print(f"heartbeat: configuration error: {error}", file=sys.stderr)
-        return EX_CONFIG
-
-
-def entry() -> None:
-    """The ``heartbeat`` command (kept for installs made before ``heartbeat.__main__``)."""
-    from heartbeat.__main__ import entry
-
-    entry()
+        return ExitCode.CONFIG
