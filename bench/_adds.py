@@ -227,13 +227,15 @@ def measure(counts: list[int], url: str, script: Path) -> list[dict[str, Any]]:
     results = []
     for jobs in counts:
         print(f"adds: {jobs} jobs in a fresh process...", flush=True)
-        out = subprocess.run(
+        done = subprocess.run(
             [sys.executable, str(script), "--adds-child", str(jobs), "--url", url],
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
-        ).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        )
+        if done.returncode:
+            sys.exit(f"the {jobs}-job child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
 
 

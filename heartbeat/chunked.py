@@ -18,14 +18,14 @@ import gc
 import json
 import re
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: Entries encoded in one piece (a few milliseconds of ``json.dumps``).
-CHUNK = 10_000
+CHUNK = 2_000
 #: Entries a parser handles between two of its yields (well under a millisecond).
 STEP = 500
 #: Seconds :func:`drain_async` runs work before the event loop gets a turn.
@@ -51,8 +51,8 @@ class Rows:
     """A live table, read a chunk at a time: ``keys()`` once, then ``entries(keys)`` of
     each chunk of them (the entries of those keys that have one at that moment)."""
 
-    keys: Callable[[], list[str]]
-    entries: Callable[[list[str]], dict[str, Any]]
+    keys: Callable[[], Iterable[str]]
+    entries: Callable[[Sequence[str]], dict[str, Any]]
 
 
 def chunks(source: Mapping[str, Any] | Rows, size: int = CHUNK) -> Iterator[dict[str, Any]]:
@@ -60,10 +60,12 @@ def chunks(source: Mapping[str, Any] | Rows, size: int = CHUNK) -> Iterator[dict
     start; each chunk reads the values of those still there when it is made, so the
     source may change between chunks (as the watch list does while the saver yields):
     a key gone by then is skipped, a key added after the start is left out."""
+    # A tuple, not a list: the collector untracks a tuple of strings the first time it
+    # sees it, where it would walk a young list of a million ids at every collection.
     if isinstance(source, Rows):
-        keys, entries = source.keys(), source.entries
+        keys, entries = tuple(source.keys()), source.entries
     else:
-        keys, get = list(source), source.get
+        keys, get = tuple(source), source.get
         entries = lambda part: {k: v for k in part if (v := get(k)) is not None}  # noqa: E731
     for start in range(0, len(keys), size):
         yield entries(keys[start : start + size])
@@ -140,9 +142,11 @@ async def drain_async(steps: Steps[T], *, freeze: bool = False) -> T:
 
     ``freeze``: each turn first takes what the work made out of the garbage
     collector's sight (after collecting the young generations, so that what is frozen
-    is what is alive). Otherwise its full collections, each over every object so far,
-    come more and more often while a million entries are made, and each one blocks
-    the loop for hundreds of milliseconds. Only for work that builds acyclic data
+    is what is alive), and so does the end. Otherwise its full collections, each over
+    every object so far, come more and more often while a million entries are made,
+    and young collections walk each new container of a million entries (a list of
+    ids, a set) until it is old: each one blocks the loop for a hundred milliseconds
+    or more. Only for work that builds acyclic data
     (parsed JSON, the watch list): reference counting still frees it."""
     import anyio.lowlevel  # here: heartbeat.leases, which the CLI imports, stays light
 
@@ -151,10 +155,16 @@ async def drain_async(steps: Steps[T], *, freeze: bool = False) -> T:
         try:
             next(steps)
         except StopIteration as done:
+            if freeze:  # the result too: young, a big container costs every collection
+                _out_of_sight()
             return done.value  # type: ignore[no-any-return]
         if time.monotonic() >= deadline:
             if freeze:
-                gc.collect(1)
-                gc.freeze()
+                _out_of_sight()
             await anyio.lowlevel.checkpoint()
             deadline = time.monotonic() + SLICE
+
+
+def _out_of_sight() -> None:
+    gc.collect(1)
+    gc.freeze()

@@ -40,13 +40,7 @@ from heartbeat.health import Health, elasticsearch_state
 from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
-from heartbeat.memory import (
-    SavedOutcome,
-    Tombstone,
-    Tombstones,
-    outcomes_json,
-    parse_outcomes_async,
-)
+from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcome
 from heartbeat.metrics import Metrics
 from heartbeat.reload import reload
 from heartbeat.scheduler import TIMER_SLACK, JobView, Scheduler
@@ -119,11 +113,11 @@ class Heartbeat:
             # Read a chunk of ids at a time by the saver (heartbeat.chunked.Rows).
             self.state = StateStore(
                 config.state.dir,
-                lambda: Rows(scheduler.job_ids, scheduler.sources_of),
+                lambda: Rows(scheduler.__iter__, scheduler.sources_of),
                 leases=self.leases.snapshot,
                 extras=self._memories,
                 outcomes=lambda: Rows(
-                    scheduler.job_ids, lambda ids: outcomes_json(scheduler.outcome_rows(ids))
+                    scheduler.__iter__, lambda ids: outcomes_json(scheduler.outcome_rows(ids))
                 ),
             )
             state = self.state
@@ -234,7 +228,7 @@ class Heartbeat:
         # Parsed a chunk at a time: a million ids never hold the loop for long.
         saved = await self.state.load()
         restored = 0
-        by_source = await chunked.drain_async(self._saved_claims(saved))
+        by_source = await chunked.drain_async(self._saved_claims(saved), freeze=True)
         for source, ids in by_source.items():
             restored += await self.scheduler.watch_many_async(ids, source)
         # A restart is not a renewal; a lease that ended while we were down ends now.
@@ -251,22 +245,35 @@ class Heartbeat:
                     problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
                 )
         self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        outcomes = await parse_outcomes_async(self.state.loaded_outcomes)
-        await chunked.drain_async(self._restore_outcomes(outcomes))
+        outcomes, self.state.loaded_outcomes = self.state.loaded_outcomes, None
         # Oldest success first (a job that never succeeded counts as oldest). Without
         # saved outcomes every job counts as oldest: the ramp stays as it is.
-        if outcomes:
+        if await chunked.drain_async(self._restore_outcomes(outcomes)):
             await self.scheduler.ramp_oldest_first_async()
         if saved:
             log.info("state_loaded", path=str(self.state.path), jobs=restored)
 
-    def _restore_outcomes(self, outcomes: dict[str, SavedOutcome]) -> Steps[None]:
-        for index, (job_id, outcome) in enumerate(outcomes.items()):
-            if not index % STEP:
-                yield
-            self.scheduler.restore_outcome(
-                job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
-            )
+    def _restore_outcomes(self, saved: Any) -> Steps[int]:
+        """Give the watched jobs their saved outcomes (``outcomes.json``'s entries,
+        consumed: a million of them are freed a few at a time, not in one go); how
+        many were usable."""
+        usable = 0
+        if not isinstance(saved, dict):
+            return usable
+        while saved:
+            for _ in range(min(STEP, len(saved))):
+                job_id, entry = saved.popitem()
+                outcome = parse_outcome(entry)
+                if outcome is not None:
+                    usable += 1
+                    self.scheduler.restore_outcome(
+                        job_id,
+                        outcome.last_success,
+                        outcome.consecutive_failures,
+                        outcome.last_error,
+                    )
+            yield
+        return usable
 
     def _saved_claims(self, saved: dict[str, tuple[str, ...]]) -> Steps[dict[str, list[str]]]:
         """The valid saved ids by source, a few at a time. The configuration is the

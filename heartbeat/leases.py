@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -187,7 +187,7 @@ class LeaseKeeper:
         which reads it a chunk of ids at a time)."""
         return Rows(self.book.jobs, self._wall_expiries)
 
-    def _wall_expiries(self, job_ids: list[str]) -> dict[str, dict[str, float]]:
+    def _wall_expiries(self, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         offset = self._to_wall()
         return {
             job_id: {source: round(when + offset, 3) for source, when in by_source.items()}

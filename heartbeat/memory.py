@@ -21,8 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from heartbeat import chunked
-
 MAX_TOMBSTONES = 1000
 TOMBSTONE_AGE = 24 * 3600.0
 
@@ -142,33 +140,27 @@ def outcomes_json(rows: Iterable[tuple[str, float | None, int, str | None]]) -> 
 
 def parse_outcomes(data: Any) -> dict[str, SavedOutcome]:
     """The saved outcomes; damaged entries are skipped, never fatal."""
-    return chunked.drain(_outcome_steps(data))
-
-
-async def parse_outcomes_async(data: Any) -> dict[str, SavedOutcome]:
-    """:func:`parse_outcomes`, yielding to the event loop between chunks of entries."""
-    return await chunked.drain_async(_outcome_steps(data), freeze=True)
-
-
-def _outcome_steps(data: Any) -> chunked.Steps[dict[str, SavedOutcome]]:
     result: dict[str, SavedOutcome] = {}
     if not isinstance(data, dict):
         return result
-    for count, (job_id, entry) in enumerate(data.items(), 1):
-        if not count % chunked.STEP:
-            yield
-        if not isinstance(entry, list) or len(entry) != 3:
-            continue
-        last_success, failures, last_error = entry
-        if last_success is not None and (
-            not isinstance(last_success, (int, float)) or isinstance(last_success, bool)
-        ):
-            continue
-        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
-            continue
-        if last_error is not None and not isinstance(last_error, str):
-            continue
-        result[job_id] = SavedOutcome(
-            None if last_success is None else float(last_success), failures, last_error
-        )
+    for job_id, entry in data.items():
+        outcome = parse_outcome(entry)
+        if outcome is not None:
+            result[job_id] = outcome
     return result
+
+
+def parse_outcome(entry: Any) -> SavedOutcome | None:
+    """One saved ``[last_success, consecutive_failures, last_error]``; None if damaged."""
+    if not isinstance(entry, list) or len(entry) != 3:
+        return None
+    last_success, failures, last_error = entry
+    if last_success is not None and (
+        not isinstance(last_success, (int, float)) or isinstance(last_success, bool)
+    ):
+        return None
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        return None
+    if last_error is not None and not isinstance(last_error, str):
+        return None
+    return SavedOutcome(None if last_success is None else float(last_success), failures, last_error)

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,10 @@ class Scheduler:
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        """The watched ids (the state file lists them once per write, as a tuple)."""
+        return iter(self._jobs)
 
     def watch(self, job_id: str, source: str = "api") -> bool:
         """Watch ``job_id`` (validated); True when it was not watched before."""
@@ -377,7 +381,12 @@ class Scheduler:
     def _ramp_steps(self, chunk: int = chunked.STEP) -> chunked.Steps[None]:
         # Sorted a chunk at a time, then merged (both stable: the order one sort of
         # the whole list gives), so that a million jobs never hold the loop for long.
-        waiting = [job for job in self._jobs.values() if not job.in_flight]
+        every = list(self._jobs.values())
+        waiting: list[Job] = []
+        for first in range(0, len(every), chunk):
+            waiting += [job for job in every[first : first + chunk] if not job.in_flight]
+            yield
+        del every
         if not waiting:
             return
         runs = []

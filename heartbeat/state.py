@@ -200,8 +200,11 @@ class StateStore:
         snapshot = self._snapshot()
         leases = self._leases() if self._leases is not None else None
         extras = self._extras() if self._extras is not None else None
-        count = len(snapshot.keys()) if isinstance(snapshot, Rows) else len(snapshot)
-        return encode_pieces(snapshot, leases, extras), count
+        if isinstance(snapshot, Rows):  # its ids listed once, here: the count is theirs
+            ids = tuple(snapshot.keys())
+            snapshot = Rows(lambda: ids, snapshot.entries)
+            return encode_pieces(snapshot, leases, extras), len(ids)
+        return encode_pieces(snapshot, leases, extras), len(snapshot)
 
     async def _load_outcomes(self) -> dict[str, Any] | None:
         """The saved outcomes, or None: a missing or damaged file only loses them."""

@@ -189,11 +189,15 @@ def parse(text: str) -> chunked.Steps[Parsed]:
             if payload.get("version", FORMAT_VERSION) != FORMAT_VERSION:
                 raise ValueError(NOT_A_WATCH_LIST)
             jobs = {}
+            # One tuple per set of sources, shared: a million jobs from one source
+            # hold one ("config",), quick to free once they are watched again.
+            shared: dict[tuple[str, ...], tuple[str, ...]] = {}
             for count, job_id in enumerate(reader.members(), 1):
                 sources = reader.value()
                 if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
                     raise ValueError(f"sources of {job_id!r} are not a list of strings")
-                jobs[job_id] = tuple(sources) or ("state",)
+                claims = tuple(sources) or ("state",)
+                jobs[job_id] = shared.setdefault(claims, claims)
                 if not count % chunked.STEP:
                     yield
         elif key == "leases" and reader.peek() == "{":
