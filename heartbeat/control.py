@@ -27,10 +27,8 @@ dir``): an acknowledged id survives ``kill -9``. If saving takes longer than
 ``PERSIST_TIMEOUT`` (a full or read-only disk), the answer is 503: the change is
 applied in memory but not acknowledged, and the request can be repeated.
 
-Ids travel in the path as one percent-encoded segment: ``/jobs/a%2Fb`` is the id
-``a/b``, ``/jobs/%2E%2E`` the id ``..``. Routing works on the raw request target (no
-normalisation by aiohttp's router), decoding is strict, and a literal ``.``/``..``
-segment is refused rather than guessed at.
+Ids travel in the path as one percent-encoded segment (``/jobs/a%2Fb``); the routes,
+the id decoding and the bodies are :mod:`heartbeat.control_wire`.
 
 Access: on the Unix socket, the file mode is the protection. The socket is 0600, so
 only the daemon's user and root can connect, and they can read the token anyway; so no
@@ -42,14 +40,11 @@ and a non-loopback address without ``allow_remote``. Bodies over 64 KiB get 413.
 from __future__ import annotations
 
 import hmac
-import json
 import socket
-from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -60,22 +55,36 @@ from anyio.abc import TaskStatus
 from heartbeat import logs
 from heartbeat._version import __version__
 from heartbeat.config import ControlSettings
-from heartbeat.errors import ConfigError, InvalidJobId
-from heartbeat.health import elasticsearch_state
-from heartbeat.jobid import validate_job_id
-from heartbeat.leases import check_ttl
+from heartbeat.control_wire import (
+    MAX_BODY,
+    METHODS,
+    Refused,
+    decode_id,
+    ids_and_ttl,
+    iso,
+    job_json,
+    json_response,
+    put_body,
+    read_body,
+    route,
+    tombstone_json,
+    ttl_of,
+)
+from heartbeat.errors import ConfigError
 from heartbeat.memory import Tombstone
 from heartbeat.scheduler import JobView
+from heartbeat.sources.base import Feed
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
 
 if TYPE_CHECKING:
     from heartbeat.config import Config
-    from heartbeat.daemon import Heartbeat
+    from heartbeat.status import Status
+
+__all__ = ["MAX_BODY", "NAME", "ControlAPI", "ControlFeed", "ControlSource"]
 
 log = structlog.get_logger("heartbeat")
 
 NAME = "control"
-MAX_BODY = 64 * 1024
 #: Seconds a change may take to reach the disk before the answer is 503.
 PERSIST_TIMEOUT = 10.0
 #: Refused requests are logged at most this often (seconds), with a count.
@@ -83,157 +92,44 @@ UNAUTHORIZED_LOG_PERIOD = 60.0
 #: Seconds in-flight requests get when the daemon stops.
 SHUTDOWN_GRACE = 1.0
 
-_METHODS = {
-    "jobs": ("GET", "POST"),
-    "job": ("DELETE", "GET", "PUT"),
-    "status": ("GET",),
-    "dropped": ("GET",),
-    "restore": ("POST",),
-}
 
+class ControlFeed(Feed, Protocol):
+    """A :class:`Feed` plus what the endpoints read and undo: the jobs, their leases'
+    expiry, the tombstones of dropped jobs, and the status snapshot."""
 
-class _Answer(Exception):
-    """Carries an early answer (an error) out of the checks; never escapes this module."""
+    def watch(self, job_id: str, source: str, *, ttl: float | None = None) -> bool: ...
 
-    def __init__(self, status: int, message: str, **headers: str) -> None:
-        self.response = answer(status, {"error": message})
-        self.response.headers.update(headers)
+    async def watch_many_async(
+        self, job_ids: Iterable[str], source: str, *, ttl: float | None = None
+    ) -> int: ...
 
+    def unwatch(self, job_id: str, *, reason: str = ...) -> bool: ...
 
-def answer(status: int, payload: object) -> web.Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return web.Response(status=status, body=body, content_type="application/json")
+    def is_watched(self, job_id: str) -> bool: ...
 
+    def job(self, job_id: str) -> JobView | None: ...
 
-def iso(timestamp: float | None) -> str | None:
-    """Seconds since the epoch as ISO 8601 UTC (``2025-01-31T12:00:00.000Z``)."""
-    if timestamp is None:
-        return None
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    def jobs(self) -> list[JobView]: ...
 
+    def expires_at(self, view: JobView) -> float | None: ...
 
-def job_json(view: JobView, expires_at: float | None = None) -> dict[str, Any]:
-    return {
-        "id": view.id,
-        "sources": list(view.sources),
-        "last_success": iso(view.last_success),
-        "next_due": iso(view.next_due),
-        "consecutive_failures": view.consecutive_failures,
-        "last_error": view.last_error,
-        "expires_at": iso(expires_at),
-    }
+    def claim_counts(self) -> dict[str, int]: ...
 
+    def dropped(self) -> list[Tombstone]: ...
 
-def ttl_of(value: object, default: float) -> float | None:
-    """A request's ``ttl`` (None: not given, then ``default``; 0 default: permanent)."""
-    if value is None:
-        return default or None
-    try:
-        return check_ttl(value)
-    except ValueError as exc:
-        raise _Answer(400, f"{exc}; nothing was changed") from None
+    def restore(self, job_id: str) -> Tombstone | None: ...
 
-
-def put_body(body: bytes, query: Any) -> object:
-    """The ``ttl`` of a PUT /jobs/ID: ``{"ttl": N}`` in the body or ``?ttl=N``."""
-    given: object = query.get("ttl")
-    if body.strip():
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise _Answer(400, 'the body is not JSON; expected {"ttl": SECONDS} or none') from None
-        if not isinstance(data, dict) or set(data) - {"ttl"}:
-            raise _Answer(400, 'expected a JSON object {"ttl": SECONDS}')
-        if "ttl" in data:
-            if given is not None:
-                raise _Answer(400, "ttl given twice (body and query)")
-            given = data["ttl"]
-    return given
-
-
-def tombstone_json(tombstone: Tombstone) -> dict[str, Any]:
-    return {**tombstone.to_json(), "dropped_at": iso(tombstone.dropped_at)}
-
-
-def route(raw_path: str) -> tuple[str, str | None]:
-    """``(endpoint, still-encoded id segment)`` for a raw request target; 404 otherwise."""
-    path = raw_path.split("?", 1)[0]
-    segments = path[1:].split("/") if path.startswith("/") else []
-    if segments in (["jobs"], ["status"], ["dropped"]):
-        return segments[0], None
-    if len(segments) == 2 and segments[0] == "jobs":
-        return "job", segments[1]
-    if len(segments) == 3 and segments[0] == "dropped" and segments[2] == "restore":
-        return "restore", segments[1]
-    hint = "; a '/' inside an id is sent as %2F" if segments[:1] == ["jobs"] else ""
-    raise _Answer(404, f"no such endpoint: {path or raw_path}{hint}")
-
-
-def decode_id(segment: str) -> str:
-    """The job id a path segment spells, validated; 400 otherwise."""
-    if segment in {".", ".."}:
-        raise _Answer(400, f"a literal {segment!r} segment is ambiguous; spell the id %2E")
-    for position, char in enumerate(segment):
-        if char == "%" and not _is_hex(segment[position + 1 : position + 3]):
-            raise _Answer(400, f"invalid percent-escape at position {position} of the id")
-    try:
-        return validate_job_id(unquote(segment, errors="strict"))
-    except UnicodeDecodeError:
-        raise _Answer(400, "the percent-encoded id is not UTF-8") from None
-    except InvalidJobId as exc:
-        raise _Answer(400, str(exc)) from None
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(char in "0123456789abcdefABCDEF" for char in text)
-
-
-def ids_of(body: bytes) -> list[str]:
-    """The ``ids`` of a POST /jobs body, all validated; 400 naming the first problem."""
-    return ids_and_ttl(body)[0]
-
-
-def ids_and_ttl(body: bytes) -> tuple[list[str], object]:
-    """The ``ids`` (validated) and the ``ttl`` (unchecked, None if absent) of a POST."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _Answer(400, 'the body is not JSON; expected {"ids": ["...", ...]}') from None
-    if not isinstance(data, dict) or not isinstance(data.get("ids"), list):
-        raise _Answer(400, 'expected a JSON object {"ids": ["...", ...]}')
-    unknown = sorted(set(data) - {"ids", "ttl"})
-    if unknown:
-        raise _Answer(400, f"unknown fields {unknown}")
-    ids: list[str] = data["ids"]
-    for index, job_id in enumerate(ids):
-        try:
-            validate_job_id(job_id)
-        except InvalidJobId as exc:
-            raise _Answer(400, f"ids[{index}]: {exc}; nothing was changed") from None
-    return list(dict.fromkeys(ids)), data.get("ttl")
-
-
-async def read_body(request: web.BaseRequest) -> bytes:
-    """The request body, at most MAX_BODY bytes (413 beyond, chunked bodies included)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _Answer(413, f"the body is over {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(MAX_BODY + 1):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _Answer(413, f"the body is over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def snapshot(self) -> Status: ...
 
 
 class ControlAPI:
-    """The request handler. ``token`` is asked of TCP clients only."""
+    """The request handler. ``token`` is asked of TCP clients only; ``default_ttl``
+    (``[control] default_ttl``) is the ttl of a watch that gives none (0: permanent)."""
 
-    def __init__(self, hb: Heartbeat, *, token: str | None) -> None:
-        self.hb = hb
+    def __init__(self, feed: ControlFeed, *, token: str | None, default_ttl: float = 0.0) -> None:
+        self.feed = feed
         self.token = token
+        self.default_ttl = default_ttl
         self._refused = 0
         self._refused_logged_at: float | None = None
 
@@ -242,10 +138,10 @@ class ControlAPI:
             if tcp:
                 self._authorize(request)
             endpoint, segment = route(request.raw_path)
-            methods = _METHODS[endpoint]
+            methods = METHODS[endpoint]
             if request.method not in methods:
                 message = f"{request.method} is not allowed here; allowed: {', '.join(methods)}"
-                raise _Answer(405, message, Allow=", ".join(methods))
+                raise Refused(405, message, Allow=", ".join(methods))
             body = await read_body(request)
             if endpoint == "restore":
                 assert segment is not None
@@ -256,13 +152,15 @@ class ControlAPI:
                     ttl = put_body(body, request.query)
                 return await self._job(request.method, decode_id(segment), ttl)
             if endpoint == "status":
-                return answer(200, self.status())
+                return json_response(200, self.status())
             if endpoint == "dropped":
-                return answer(200, {"dropped": [tombstone_json(t) for t in self.hb.dropped()]})
+                return json_response(
+                    200, {"dropped": [tombstone_json(t) for t in self.feed.dropped()]}
+                )
             if request.method == "POST":
                 return await self._watch_many(*ids_and_ttl(body))
-            return answer(200, {"jobs": [self._json(view) for view in self.hb.scheduler.jobs()]})
-        except _Answer as early:
+            return json_response(200, {"jobs": [self._json(view) for view in self.feed.jobs()]})
+        except Refused as early:
             if early.response.status == 413:
                 early.response.force_close()  # do not read the rest of a large body
             return early.response
@@ -274,53 +172,53 @@ class ControlAPI:
         if expected and scheme.lower() == "bearer" and hmac.compare_digest(given, expected):
             return
         self._refused += 1
-        now = self.hb.scheduler.clock.monotonic()
+        now = self.feed.clock.monotonic()
         last = self._refused_logged_at
         if last is None or now - last >= UNAUTHORIZED_LOG_PERIOD:
             log.warning("control_unauthorized", peer=request.remote, refused=self._refused)
             self._refused, self._refused_logged_at = 0, now
-        raise _Answer(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        raise Refused(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
     def _json(self, view: JobView) -> dict[str, Any]:
-        return job_json(view, self.hb.leases.expires_at(view.id, view.sources))
+        return job_json(view, self.feed.expires_at(view))
 
     async def _job(self, method: str, job_id: str, ttl: object = None) -> web.Response:
-        scheduler = self.hb.scheduler
-        view = scheduler.job(job_id)
+        feed = self.feed
+        view = feed.job(job_id)
         if method == "GET":
             if view is None:
-                raise _Answer(404, f"not watched: {job_id!r}")
-            return answer(200, self._json(view))
+                raise Refused(404, f"not watched: {job_id!r}")
+            return json_response(200, self._json(view))
         if method == "PUT":
-            seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
-            new = self.hb.watch(job_id, NAME, ttl=seconds)
-            view = scheduler.job(job_id)
+            seconds = ttl_of(ttl, self.default_ttl)
+            new = feed.watch(job_id, NAME, ttl=seconds)
+            view = feed.job(job_id)
             assert view is not None
             await self._persisted()
-            return answer(201 if new else 200, self._json(view))
+            return json_response(201 if new else 200, self._json(view))
         if view is None:  # DELETE
-            raise _Answer(404, f"not watched: {job_id!r}")
-        scheduler.unwatch(job_id, reason=NAME)
+            raise Refused(404, f"not watched: {job_id!r}")
+        feed.unwatch(job_id, reason=NAME)  # every source's claim
         await self._persisted()
-        return answer(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
+        return json_response(200, {"id": job_id, "removed": True, "sources": list(view.sources)})
 
     async def _restore(self, job_id: str) -> web.Response:
         """Watch a dropped job again with its former sources' claims (permanent)."""
-        tombstone = self.hb.restore(job_id)
+        tombstone = self.feed.restore(job_id)
         if tombstone is None:
-            raise _Answer(404, f"not a dropped job: {job_id!r}")
+            raise Refused(404, f"not a dropped job: {job_id!r}")
         await self._persisted()
-        view = self.hb.scheduler.job(job_id)
+        view = self.feed.job(job_id)
         assert view is not None
-        return answer(200, {"id": job_id, "restored": True, "job": job_json(view)})
+        return json_response(200, {"id": job_id, "restored": True, "job": job_json(view)})
 
     async def _watch_many(self, ids: list[str], ttl: object = None) -> web.Response:
-        scheduler = self.hb.scheduler
-        seconds = ttl_of(ttl, self.hb.config.control.default_ttl)
-        known = {job_id for job_id in ids if job_id in scheduler}
-        await self.hb.watch_many_async(ids, NAME, ttl=seconds)
+        feed = self.feed
+        seconds = ttl_of(ttl, self.default_ttl)
+        known = {job_id for job_id in ids if feed.is_watched(job_id)}
+        await feed.watch_many_async(ids, NAME, ttl=seconds)
         await self._persisted()
-        return answer(
+        return json_response(
             200,
             {
                 "added": [job_id for job_id in ids if job_id not in known],
@@ -331,39 +229,34 @@ class ControlAPI:
     async def _persisted(self) -> None:
         """Return once the change is on disk; else 503 (applied, not acknowledged)."""
         with anyio.move_on_after(PERSIST_TIMEOUT):
-            await self.hb.persisted()
+            await self.feed.persisted()
             return
-        state = self.hb.state
-        where = str(state.path) if state is not None else "disk"
-        why = (state.failed if state is not None else None) or "saving is slow"
-        raise _Answer(503, f"applied but not saved to {where} ({why}); repeat the request")
+        status = self.feed.snapshot()
+        where = status.state_path or "disk"
+        why = status.state_error or "saving is slow"
+        raise Refused(503, f"applied but not saved to {where} ({why}); repeat the request")
 
     def status(self) -> dict[str, Any]:
-        hb = self.hb
-        scheduler = hb.scheduler
-        now = scheduler.clock.monotonic()
-        to_wall = scheduler.clock.wall() - now
-        elasticsearch = elasticsearch_state(scheduler)
-        outage = None
-        if scheduler.outage_since is not None:
-            outage = {
-                "since": iso(scheduler.outage_since + to_wall),
-                "duration_s": round(now - scheduler.outage_since, 3),
-            }
-        last = scheduler.last_success_at
-        by_source = Counter(s for sources in scheduler.sources().values() for s in sources)
-        state = hb.state
+        """``GET /status``, from one snapshot (heartbeat.status)."""
+        status = self.feed.snapshot()
+        outage = status.outage_s
+        last = status.last_success_at
+        state = None
+        if status.state_path is not None:
+            state = {"path": status.state_path, "error": status.state_error}
         return {
             "version": __version__,
-            "jobs": len(scheduler),
-            "sources": dict(by_source),
-            "in_flight": scheduler.in_flight,
-            "elasticsearch": elasticsearch,
-            "outage": outage,
-            "last_success": None if last is None else iso(last + to_wall),
-            "state": None if state is None else {"path": str(state.path), "error": state.failed},
-            "worker": None if hb.worker is None else hb.worker.status(),
-            "summary": hb.summary(),
+            "jobs": status.jobs,
+            "sources": self.feed.claim_counts(),
+            "in_flight": status.in_flight,
+            "elasticsearch": status.elasticsearch,
+            "outage": None
+            if status.outage_since is None or outage is None
+            else {"since": iso(status.wall(status.outage_since)), "duration_s": round(outage, 3)},
+            "last_success": None if last is None else iso(status.wall(last)),
+            "state": state,
+            "worker": status.worker,
+            "summary": status.summary(),
         }
 
 
@@ -392,9 +285,10 @@ class ControlSource:
         logs.register_secret(token)
         return token
 
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None:
+    async def run(self, feed: ControlFeed, *, task_status: TaskStatus[Any]) -> None:
         settings = self.settings
-        api = self._api = ControlAPI(hb, token=self._token(settings))
+        api = ControlAPI(feed, token=self._token(settings), default_ttl=settings.default_ttl)
+        self._api = api
         runners: list[web.ServerRunner] = []
         sock: socket.socket | None = None
         identity: tuple[int, int] | None = None
@@ -419,7 +313,7 @@ class ControlSource:
                 socket=None if self.socket is None else str(self.socket),
                 listen=self.url,
             )
-            if hb.state is None:
+            if feed.snapshot().state_path is None:
                 log.warning(
                     "control_not_persisted",
                     problem="no [state] dir: ids added through the control API are lost on restart",
@@ -438,8 +332,10 @@ class ControlSource:
     async def reload(self, config: Config) -> None:
         """SIGHUP: a new token applies at once; listeners change only on restart."""
         new, old = config.control, self.settings
-        if self._api is not None and new.token != old.token:
-            self._api.token = self._token(new)
+        if self._api is not None:
+            self._api.default_ttl = new.default_ttl
+            if new.token != old.token:
+                self._api.token = self._token(new)
         changed = [
             key
             for key in ("socket", "listen", "allow_remote")

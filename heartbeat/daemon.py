@@ -1,4 +1,4 @@
-"""The daemon: a Heartbeat (client + scheduler + watch list) and its lifecycle.
+"""The library: a Heartbeat (client + scheduler + watch list) and its lifecycle.
 
 :class:`Heartbeat` is the library API, for connectors that embed heartbeat in their
 own event loop::
@@ -7,18 +7,16 @@ own event loop::
         hb.watch("job-id")
         ...
 
-:func:`serve` is ``heartbeat run``: a Heartbeat plus signals (SIGTERM/SIGINT stop,
-SIGHUP reloads the configuration). Sources of job ids, metrics and sd_notify hook in
-here; this module does not speak HTTP itself.
+It is also what a source of job ids is handed, seen through the narrow
+:class:`heartbeat.sources.base.Feed`. The process around it (signals, reloads,
+sd_notify, the sources that ``heartbeat run`` starts) is :mod:`heartbeat.runtime`;
+this module imports neither that nor any source, and does not speak HTTP itself.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,26 +25,20 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import chunked, logs
-from heartbeat._version import __version__
-from heartbeat.chunked import STEP, Rows, Steps
+from heartbeat import logs, restart
+from heartbeat.chunked import Rows
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
-from heartbeat.config.warnings import startup_warnings
-from heartbeat.errors import InvalidJobId
 from heartbeat.finished import StatusChecker
-from heartbeat.health import Health, elasticsearch_state
+from heartbeat.health import Health
 from heartbeat.identity import ClusterIdentity
-from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper, check_ttl
-from heartbeat.memory import Tombstone, Tombstones, outcomes_json, parse_outcome
+from heartbeat.memory import Tombstone, Tombstones, outcomes_json
 from heartbeat.metrics import Metrics
-from heartbeat.reload import reload
 from heartbeat.scheduler import TIMER_SLACK, JobView, Scheduler
-from heartbeat.sources import build_sources
 from heartbeat.state import StateStore
-from heartbeat.systemd import Notifier
+from heartbeat.status import Status, snapshot
 from heartbeat.worker import WorkerMonitor
 
 if TYPE_CHECKING:
@@ -55,8 +47,19 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("heartbeat")
 
-#: Seconds between two STATUS= updates to systemd.
-STATUS_PERIOD = 10.0
+#: The sections :meth:`Heartbeat.apply` reports when changed (queue, discovery and
+#: control are applied by their sources: heartbeat.reload reloads them).
+APPLIED = [
+    "elasticsearch",
+    "schedule",
+    "backoff",
+    "jobs",
+    "logging",
+    "queue",
+    "discovery",
+    "control",
+    "worker",
+]
 
 
 def register_secrets(config: Config) -> None:
@@ -142,16 +145,7 @@ class Heartbeat:
 
     def _watch_list_changed(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
         if change == "dropped":
-            self.tombstones.add(
-                Tombstone(
-                    id=job_id,
-                    reason=str(fields.get("reason")),
-                    status=fields.get("status"),
-                    server_reason=fields.get("server_reason"),
-                    dropped_at=self.scheduler.clock.wall(),
-                    sources=tuple(fields.get("sources", ())),
-                )
-            )
+            self.tombstones.add(Tombstone.of_drop(job_id, fields, self.scheduler.clock.wall()))
         elif change == "added":
             self.tombstones.discard(job_id)  # watched again: no longer dropped
 
@@ -185,7 +179,16 @@ class Heartbeat:
             # First, before anything is opened: ConfigError if another process uses it.
             self.state.lock()
         await self._client.open()
-        await self._restore()
+        if self.state is not None:
+            # The saved watch list and what is kept beside it, before any source.
+            await restart.restore(
+                self.state,
+                self.scheduler,
+                configured=self.config.jobs.ids,
+                leases=self.leases,
+                identity=self.identity,
+                tombstones=self.tombstones,
+            )
         # In chunks, yielding between them: a million ids never hold the loop for long.
         await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
@@ -221,82 +224,6 @@ class Heartbeat:
                 raise
         return self
 
-    async def _restore(self) -> None:
-        """Watch again what the state file says was watched (before any source)."""
-        if self.state is None:
-            return
-        # Parsed a chunk at a time: a million ids never hold the loop for long.
-        saved = await self.state.load()
-        restored = 0
-        by_source = await chunked.drain_async(self._saved_claims(saved), freeze=True)
-        for source, ids in by_source.items():
-            restored += await self.scheduler.watch_many_async(ids, source)
-        # A restart is not a renewal; a lease that ended while we were down ends now.
-        self.leases.restore(self.state.loaded_leases)
-        extras = self.state.loaded_extras
-        remembered = extras.get("cluster_uuid")
-        if isinstance(remembered, str) and remembered:
-            self.identity.remembered = remembered
-            if self.identity.pinned not in (None, remembered):
-                log.info(
-                    "cluster_uuid_pinned",
-                    pinned=self.identity.pinned,
-                    remembered=remembered,
-                    problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
-                )
-        self.tombstones.load(extras.get("dropped"), self.scheduler.clock.wall())
-        outcomes, self.state.loaded_outcomes = self.state.loaded_outcomes, None
-        # Oldest success first (a job that never succeeded counts as oldest). Without
-        # saved outcomes every job counts as oldest: the ramp stays as it is.
-        if await chunked.drain_async(self._restore_outcomes(outcomes)):
-            await self.scheduler.ramp_oldest_first_async()
-        if saved:
-            log.info("state_loaded", path=str(self.state.path), jobs=restored)
-
-    def _restore_outcomes(self, saved: Any) -> Steps[int]:
-        """Give the watched jobs their saved outcomes (``outcomes.json``'s entries,
-        consumed: a million of them are freed a few at a time, not in one go); how
-        many were usable."""
-        usable = 0
-        if not isinstance(saved, dict):
-            return usable
-        while saved:
-            for _ in range(min(STEP, len(saved))):
-                job_id, entry = saved.popitem()
-                outcome = parse_outcome(entry)
-                if outcome is not None:
-                    usable += 1
-                    self.scheduler.restore_outcome(
-                        job_id,
-                        outcome.last_success,
-                        outcome.consecutive_failures,
-                        outcome.last_error,
-                    )
-            yield
-        return usable
-
-    def _saved_claims(self, saved: dict[str, tuple[str, ...]]) -> Steps[dict[str, list[str]]]:
-        """The valid saved ids by source, a few at a time. The configuration is the
-        truth for its own ids: a saved ``config`` claim it no longer gives is left."""
-        configured: set[str] = set()
-        ids = self.config.jobs.ids
-        for start in range(0, len(ids), STEP):
-            configured.update(ids[start : start + STEP])
-            yield
-        by_source: dict[str, list[str]] = {}
-        for index, (job_id, sources) in enumerate(saved.items()):
-            if not index % STEP:
-                yield
-            try:
-                validate_job_id(job_id)
-            except InvalidJobId as exc:
-                log.warning("state_entry_invalid", error=str(exc))
-                continue
-            for source in sources:
-                if source != "config" or job_id in configured:
-                    by_source.setdefault(source, []).append(job_id)
-        return by_source
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -323,21 +250,11 @@ class Heartbeat:
                 self._tg = None
                 self.leases.close()
                 self.status_checker.close()
-                self._save_on_exit()
+                if self.state is not None:
+                    restart.save_on_exit(self.state)
                 with anyio.CancelScope(shield=True):
                     for client in (*self._retired, self._client):
                         await client.close()
-
-    def _save_on_exit(self) -> None:
-        if self.state is None:
-            return
-        try:
-            self.state.save_now()
-            self.state.save_outcomes_now()  # exact after a clean stop
-        except OSError as error:
-            log.error("state_save_failed", path=str(self.state.path), error=str(error))
-        finally:
-            self.state.unlock()
 
     def start_soon(self, func: Any, *args: Any, name: str | None = None) -> None:
         """Run a helper task (a source, a listener) for as long as the Heartbeat runs."""
@@ -357,23 +274,15 @@ class Heartbeat:
         if self.state is not None:
             await self.state.persisted()
 
+    def snapshot(self) -> Status:
+        """Heartbeat's state now (heartbeat.status): ``/status``, STATUS=, readiness."""
+        return snapshot(
+            self.scheduler, worker=self.worker, identity=self.identity, state=self.state
+        )
+
     def summary(self) -> str:
         """One line for systemd's STATUS= and the logs."""
-        scheduler = self.scheduler
-        now = scheduler.clock.monotonic()
-        parts = [f"watching {len(scheduler)} jobs"]
-        if self.worker is not None and not self.worker.up:
-            parts.append("worker down: check-ins paused")
-        if scheduler.last_success_at is not None:
-            parts.append(f"last check-in {now - scheduler.last_success_at:.0f} s ago")
-        if scheduler.outage_since is not None:
-            state = elasticsearch_state(scheduler)
-            parts.append(f"elasticsearch {state} for {now - scheduler.outage_since:.0f} s")
-        elif scheduler.last_contact_ok is False:
-            parts.append("elasticsearch failing")
-        elif scheduler.last_contact_ok:
-            parts.append("elasticsearch ok")
-        return ", ".join(parts)
+        return self.snapshot().summary()
 
     # The library API.
 
@@ -414,12 +323,57 @@ class Heartbeat:
             if self.state is not None:
                 self.state.changed()  # a new expiry must survive a restart
 
-    def unwatch(self, job_id: str) -> bool:
-        """Stop watching ``job_id``; False when it was not watched."""
-        return self.scheduler.unwatch(job_id, reason="unwatched")
+    def unwatch(self, job_id: str, *, reason: str = "unwatched") -> bool:
+        """Stop watching ``job_id`` (every source's claim); False when it was not watched."""
+        return self.scheduler.unwatch(job_id, reason=reason)
 
     def jobs(self) -> list[JobView]:
         return self.scheduler.jobs()
+
+    # What a source is handed (heartbeat.sources.base.Feed and the wider feeds).
+
+    @property
+    def clock(self) -> Clock:
+        return self.scheduler.clock
+
+    def release(self, job_id: str, *, source: str, reason: str) -> bool:
+        """Withdraw ``source``'s claim on ``job_id``; True when it is no longer watched."""
+        return self.scheduler.unwatch(job_id, reason=reason, source=source)
+
+    def claimed(self, source: str) -> set[str]:
+        """The ids ``source`` claims (restored from the state file too)."""
+        return {job_id for job_id, sources in self.scheduler.sources().items() if source in sources}
+
+    def replace_claims(
+        self, source: str, wanted: Sequence[str], *, reason: str = "source"
+    ) -> tuple[int, int]:
+        """Make ``source``'s claims exactly ``wanted``; returns (claims added, withdrawn)."""
+        current = self.claimed(source)
+        keep = set(wanted)
+        gone = [job_id for job_id in current if job_id not in keep]
+        for job_id in gone:
+            self.scheduler.unwatch(job_id, reason=reason, source=source)
+        new = [job_id for job_id in wanted if job_id not in current]
+        self.scheduler.watch_many(new, source)
+        return len(new), len(gone)
+
+    def watching(self) -> int:
+        """How many jobs are watched."""
+        return len(self.scheduler)
+
+    def is_watched(self, job_id: str) -> bool:
+        return job_id in self.scheduler
+
+    def job(self, job_id: str) -> JobView | None:
+        return self.scheduler.job(job_id)
+
+    def expires_at(self, view: JobView) -> float | None:
+        """When the job's claims end unless renewed; None when any is permanent."""
+        return self.leases.expires_at(view.id, view.sources)
+
+    def claim_counts(self) -> dict[str, int]:
+        """How many ids each source claims."""
+        return dict(Counter(s for sources in self.scheduler.sources().values() for s in sources))
 
     def _needs_client(self, new: Config) -> bool:
         old = self.config
@@ -447,22 +401,7 @@ class Heartbeat:
         ``client``: from :meth:`prepare_client` (heartbeat.reload prepares it first, so
         that a reload that cannot build it changes nothing); else built here."""
         old = self.config
-        changed = [
-            section
-            # queue and discovery are applied by their sources (serve() reloads them).
-            for section in (
-                "elasticsearch",
-                "schedule",
-                "backoff",
-                "jobs",
-                "logging",
-                "queue",
-                "discovery",
-                "control",
-                "worker",
-            )
-            if getattr(old, section) != getattr(new, section)
-        ]
+        changed = [section for section in APPLIED if getattr(old, section) != getattr(new, section)]
         register_secrets(new)
         check_in = None
         if client is None:
@@ -495,69 +434,3 @@ class Heartbeat:
         self.scheduler.watch_many([i for i in new.jobs.ids if i not in old_ids], "config")
         self.config = new
         return changed
-
-
-async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] = ()) -> int:
-    """``heartbeat run``: check jobs in until SIGTERM/SIGINT; SIGHUP reloads."""
-    for warning in startup_warnings(config, path):
-        log.warning(warning.event, **warning.fields)
-    notifier = Notifier.from_env()
-    stopped_by = "signal"
-    with (
-        anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
-        _stopping_on_exit(notifier),
-    ):
-        async with Heartbeat(config) as hb:
-            if extra_ids:
-                hb.watch_many(extra_ids, "cli")
-            # Like the config file, the command line is the truth for its own ids: a
-            # --job id restored from the state file but not given this time is released.
-            given = set(extra_ids)
-            for job_id, claims in hb.scheduler.sources().items():
-                if "cli" in claims and job_id not in given:
-                    hb.scheduler.unwatch(job_id, reason="source", source="cli")
-            sources = build_sources(config)
-            for source in sources:
-                await hb.start(source.run, hb, name=f"source {source.name}")
-            watchdog = notifier.watchdog_interval()
-            if watchdog is not None:
-                # From the scheduler's own loop: a stuck loop trips systemd's watchdog.
-                hb.scheduler.add_periodic(watchdog, lambda _now: notifier.watchdog())
-            if notifier.enabled:
-                hb.scheduler.add_periodic(STATUS_PERIOD, lambda _now: notifier.status(hb.summary()))
-            log.info(
-                "daemon_started",
-                version=__version__,
-                pid=os.getpid(),
-                config=str(path) if path else None,
-                hosts=config.elasticsearch.urls(),
-                jobs=len(hb.scheduler),
-                interval=config.schedule.interval,
-                # The file source also runs unconfigured (to release restored claims).
-                sources=[s.name for s in sources if s.name != "file" or config.jobs.file],
-            )
-            notifier.ready(status=hb.summary())
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    notifier.reloading()
-                    if await reload(hb, path, sources):
-                        notifier.ready(status=hb.summary())
-                    else:
-                        notifier.ready(status=f"{hb.summary()}; reload failed, running config kept")
-                    continue
-                stopped_by = signal.Signals(signum).name
-                notifier.stopping()
-                log.info("daemon_stopping", signal=stopped_by, in_flight=hb.scheduler.in_flight)
-                break
-            jobs = len(hb.scheduler)
-    log.info("daemon_stopped", reason=stopped_by, jobs=jobs)
-    return 0
-
-
-@contextlib.contextmanager
-def _stopping_on_exit(notifier: Notifier) -> Iterator[None]:
-    """STOPPING=1 however the daemon ends (a second one after a signal is harmless)."""
-    try:
-        yield
-    finally:
-        notifier.stopping()

@@ -40,7 +40,7 @@ import anyio
 import structlog
 
 from heartbeat.clock import Timer
-from heartbeat.outcomes import NotFound, Outcome, describe
+from heartbeat.outcomes import NotFound, Outcome, outcome_key
 from heartbeat.scheduler import Scheduler
 
 GetJob = Callable[[str], Awaitable[dict[str, Any] | Outcome]]
@@ -139,7 +139,7 @@ class StatusChecker:
             self._scheduler.not_found(job_id, result)
             return
         if not isinstance(result, dict):
-            self._log.debug("status_check_failed", job_id=job_id, reason=describe(result))
+            self._log.debug("status_check_failed", job_id=job_id, reason=outcome_key(result))
             return
         status = result.get("status")
         if status in FINISHED:

@@ -8,9 +8,9 @@ reads the scheduler's state and never changes it; it does not speak HTTP
   :data:`LIVENESS_PERIOD` seconds (``Scheduler.add_periodic``, the same hook the systemd
   watchdog uses). A scheduler that has not ticked for :data:`LIVENESS_TIMEOUT` is not
   live. A blocked event loop does not even answer, which a probe also counts as dead.
-* Readiness: with ``[worker]``, the worker is up (else ``worker_down``); the last
-  contact with Elasticsearch succeeded and no job is *at risk*,
-  that is, none has gone without a successful check-in for more than half of
+* Readiness, from a :mod:`heartbeat.status` snapshot: with ``[worker]``, the worker is
+  up (else ``worker_down``); the last contact with Elasticsearch succeeded and no job is
+  *at risk*, that is, none has gone without a successful check-in for more than half of
   ``schedule.idle_after`` (a job that never succeeded counts from when it was added).
   With no job watched there is nothing to be late for: ready.
 * Lag: :meth:`LagMonitor.run` sleeps :data:`LAG_PERIOD` seconds at a time and records
@@ -30,6 +30,7 @@ import structlog
 
 from heartbeat.identity import ClusterIdentity
 from heartbeat.scheduler import Scheduler
+from heartbeat.status import elasticsearch_state, snapshot
 
 if TYPE_CHECKING:
     from heartbeat.worker import WorkerMonitor
@@ -81,22 +82,6 @@ def assess(success_times: Sequence[float], *, now: float, idle_after: float) -> 
     )
 
 
-def elasticsearch_state(scheduler: Scheduler) -> str:
-    """``ok``; ``unknown`` (no contact yet); ``unreachable`` (outage mode: cannot reach
-    it) or ``failing`` (the last contact failed); or, whether in outage mode or not,
-    what the cluster said when it was reached: ``unauthorized`` (401/403),
-    ``misrouted`` (not Elasticsearch's endpoint: a proxy, a wrong path prefix) or
-    ``cluster_mismatch`` (another cluster: heartbeat.identity)."""
-    cause = scheduler.failure_cause
-    if scheduler.outage_since is not None:
-        return "unreachable" if cause in (None, "unreachable") else cause
-    if scheduler.last_contact_ok is None:
-        return "unknown"
-    if scheduler.last_contact_ok:
-        return "ok"
-    return "failing" if cause in (None, "unreachable") else cause
-
-
 #: The /readyz reason for each state that is not ``ok``.
 READINESS_REASONS = {
     "unreachable": "elasticsearch_unreachable",
@@ -124,8 +109,9 @@ class Liveness:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
-    #: Why not ready: ``worker_down``, ``elasticsearch_unreachable``,
-    #: ``elasticsearch_failing``, ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
+    #: Why not ready: ``worker_down``, ``elasticsearch_cluster_mismatch``,
+    #: ``elasticsearch_unreachable``, ``elasticsearch_failing``,
+    #: ``elasticsearch_unauthorized``, ``elasticsearch_misrouted``,
     #: ``elasticsearch_not_contacted`` or ``jobs_at_risk``; None when ready.
     reason: str | None
     elasticsearch: str
@@ -221,11 +207,12 @@ class Health:
 
     def readiness(self) -> Readiness:
         risk = self.risk()
-        state = elasticsearch_state(self.scheduler)
+        status = snapshot(self.scheduler, worker=self.worker, identity=self.identity)
+        state = status.elasticsearch
         reason: str | None = None
-        if self.worker is not None and not self.worker.up:
+        if status.worker_up is False:
             reason = "worker_down"
-        elif self.identity is not None and self.identity.mismatches:
+        elif status.cluster_mismatch:
             # A host of another cluster is a configuration to fix, jobs or not.
             reason = READINESS_REASONS["cluster_mismatch"]
         elif risk.jobs:

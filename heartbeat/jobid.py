@@ -1,7 +1,11 @@
 """Job ids: what is accepted, and how one becomes exactly one URL path segment.
 
-Every source (config, CLI, file, control API, queue, discovery) passes ids through
-:func:`validate_job_id`; only :mod:`heartbeat.client` calls :func:`encode_segment`.
+Every entry (config, CLI, file, control API, queue, discovery, the state file, the
+library API) passes ids through :func:`validate_job_id`, once, as they arrive; inside,
+ids are trusted. Only :mod:`heartbeat.client` encodes them, on every request, with
+:func:`checked_segment`: it validates nothing for an ordinary id (the one regular
+expression that finds it needs no escape also proves it valid), and still refuses an
+id that could not be checked in, should one reach it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,18 @@ def encode_segment(job_id: str) -> str:
     if encoded in {".", ".."}:
         encoded = encoded.replace(".", "%2E")
     return encoded
+
+
+def checked_segment(job_id: str) -> str:
+    """:func:`encode_segment` of an id that can be checked in; InvalidJobId, before any
+    request, for one that cannot (:func:`validate_job_id`).
+
+    For an ordinary id this validates nothing: the one C call that finds it needs no
+    escape (at most MAX_ID_BYTES ASCII characters, none a control character) also
+    proves it valid. Only an odd one (escapes, unicode, too long) is checked again."""
+    if len(job_id) <= MAX_ID_BYTES and _AS_IS.fullmatch(job_id):
+        return "%2E" * len(job_id) if job_id in {".", ".."} else job_id
+    return encode_segment(validate_job_id(job_id))
 
 
 def printable(job_id: str, limit: int = 80) -> str:

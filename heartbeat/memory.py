@@ -10,14 +10,14 @@
   :data:`TOMBSTONE_AGE` seconds, whichever is fewer, so that a drop can be undone
   (``GET /dropped``, ``POST /dropped/ID/restore``, ``heartbeat jobs dropped|restore``).
 
-Pure data and conversions: :mod:`heartbeat.state` writes it, :mod:`heartbeat.daemon`
-wires it to the scheduler.
+Pure data and conversions: :mod:`heartbeat.state` writes it, :mod:`heartbeat.restart`
+puts it back at start, :mod:`heartbeat.daemon` wires it to the scheduler.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,18 @@ class Tombstone:
             "dropped_at": self.dropped_at,
             "sources": list(self.sources),
         }
+
+    @classmethod
+    def of_drop(cls, job_id: str, fields: Mapping[str, Any], dropped_at: float) -> Tombstone:
+        """The tombstone of a ``dropped`` watch-list change with these fields."""
+        return cls(
+            id=job_id,
+            reason=str(fields.get("reason")),
+            status=fields.get("status"),
+            server_reason=fields.get("server_reason"),
+            dropped_at=dropped_at,
+            sources=tuple(fields.get("sources", ())),
+        )
 
     @classmethod
     def from_json(cls, data: Any) -> Tombstone | None:

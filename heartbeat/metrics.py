@@ -24,6 +24,8 @@ Metrics::
     heartbeat_oldest_checkin_age_seconds        gauge: since the last success of the job
                                                 waiting longest (or since it was added)
     heartbeat_checkins_in_flight                gauge
+    heartbeat_jobs_pending_drop                 gauge: a first genuine 404 awaits its
+                                                confirmation
     heartbeat_elasticsearch_up                  gauge: 1 last contact ok, 0 failed
                                                 (absent before the first contact)
     heartbeat_event_loop_lag_seconds            gauge: the latest lag measurement

@@ -72,7 +72,7 @@ Outcome = Success | NotFound | Rejected | Unauthorized | Misrouted | Retryable
 DROPPING = (NotFound, Rejected)
 
 
-def describe(outcome: Outcome) -> str:
+def outcome_key(outcome: Outcome) -> str:
     """A short aggregation key for an outcome: ``http_503``, ``timeout``, ``misrouted``..."""
     match outcome:
         case Success():

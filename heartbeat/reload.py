@@ -10,7 +10,7 @@ a reload never stops the daemon. It also owns which settings are read only at st
 reported in ``control_restart_needed``, never reported as applied.
 
 It does not own validation (heartbeat.config), what a source does with new settings
-(heartbeat.sources), or the signal loop (heartbeat.daemon.serve).
+(heartbeat.sources), or the signal loop (heartbeat.runtime.serve).
 """
 
 from __future__ import annotations
@@ -136,6 +136,6 @@ async def reload(hb: Heartbeat, path: Path | None, sources: Sequence[Source] = (
         path=str(path),
         changed=changed + restart_needed,
         restart_needed=restart_needed,
-        jobs=len(hb.scheduler),
+        jobs=hb.watching(),
     )
     return True

@@ -54,7 +54,7 @@ from heartbeat.outcomes import (
     Retryable,
     Success,
     Unauthorized,
-    describe,
+    outcome_key,
 )
 
 CheckIn = Callable[[str], Awaitable[Outcome]]
@@ -812,7 +812,7 @@ class Scheduler:
         self, job: Job, outcome: Unauthorized | Misrouted | Retryable, now: float, *, probe: bool
     ) -> None:
         job.failures += 1
-        job.last_error = f"{describe(outcome)}: {outcome.reason}"
+        job.last_error = f"{outcome_key(outcome)}: {outcome.reason}"
         if isinstance(outcome, Unauthorized) and not self._unauthorized_logged:
             self._unauthorized_logged = True
             self._log.error(
@@ -834,7 +834,7 @@ class Scheduler:
         if not isinstance(outcome, Unauthorized):
             self._failures.record(
                 now,
-                reason=describe(outcome),
+                reason=outcome_key(outcome),
                 job_id=job.id,
                 error=outcome.reason,
                 status=outcome.status,
@@ -889,7 +889,7 @@ class Scheduler:
         self._probe_due = now + self._probe_delay(outcome)
         self._log.error(
             "elasticsearch_unreachable",
-            reason=describe(outcome),
+            reason=outcome_key(outcome),
             cause=rule.cause,
             reached=rule.cause != "unreachable",
             error=outcome.reason,

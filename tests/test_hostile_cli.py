@@ -429,7 +429,7 @@ async def test_run_takes_several_ids_per_job_flag_and_repeated_flags(
         daemon.signal(signal.SIGTERM)
         assert await daemon.wait() == 0
     assert {r.job_id for r in es.emu.checkins()} == set(ids)
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "commands.md").read_text()
     assert "`heartbeat run [--config PATH] [--job ID ...]`" in readme
 
 

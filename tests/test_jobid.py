@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from heartbeat.client import checkin_path
 from heartbeat.errors import InvalidJobId
-from heartbeat.jobid import encode_segment, validate_job_id
+from heartbeat.jobid import checked_segment, encode_segment, validate_job_id
 from tests.strategies import job_ids
 
 
@@ -34,6 +36,20 @@ def test_refused_ids(bad: object, why: str) -> None:
 
 def test_longest_id_is_accepted() -> None:
     assert validate_job_id("x" * 512) == "x" * 512
+
+
+@given(st.one_of(job_ids, st.text(max_size=600), st.sampled_from(["", ".", "..", "x" * 513])))
+def test_the_checked_segment_is_the_segment_of_a_valid_id_and_refuses_the_rest(
+    job_id: str,
+) -> None:
+    # The check-in path's encoding: no separate validation, the same verdict.
+    try:
+        validate_job_id(job_id)
+    except InvalidJobId as exc:
+        with pytest.raises(InvalidJobId, match=re.escape(str(exc))):
+            checked_segment(job_id)
+    else:
+        assert checked_segment(job_id) == encode_segment(job_id)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ import pytest
 
 from heartbeat import Config
 from heartbeat.cli.exits import ExitCode
-from heartbeat.daemon import serve
+from heartbeat.runtime import serve
 from tests.conftest import ES
 from tests.helpers_http import Samples, parse
 from tests.helpers_systemd import NotifyMessage, NotifySocket, notify_socket

@@ -13,7 +13,7 @@ from heartbeat.client import Client
 from heartbeat.config import Config
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
-from heartbeat.outcomes import NotFound, Success, describe
+from heartbeat.outcomes import NotFound, Success, outcome_key
 
 #: Longest reason shown; the rest of a server's error page says nothing more.
 MAX_REASON = 300
@@ -43,7 +43,7 @@ async def check_in_once(config: Config, ids: list[str]) -> ExitCode:
                 print(f"not_found  {shown}: {one_line(outcome.reason)}")
                 not_found = True
             else:
-                print(f"failed     {shown}: {describe(outcome)}: {one_line(outcome.reason)}")
+                print(f"failed     {shown}: {outcome_key(outcome)}: {one_line(outcome.reason)}")
                 failed = True
     if failed:
         return ExitCode.FAILED

@@ -169,8 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from heartbeat import logs
-    from heartbeat.daemon import serve
     from heartbeat.jobid import validate_job_id
+    from heartbeat.runtime import serve
 
     config, path = _load(args.config)
     for job_id in args.job:

@@ -20,7 +20,7 @@ from heartbeat.cli.exits import ExitCode
 from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
 from heartbeat.daemon import Heartbeat
 from heartbeat.emulator import Emulator, Fault, serve
-from heartbeat.outcomes import Outcome, Success, describe
+from heartbeat.outcomes import Outcome, Success, outcome_key
 
 
 def say(text: str) -> None:
@@ -59,7 +59,7 @@ async def run_demo(duration: float = 20.0) -> ExitCode:
                 last_seen = (emulator.job(job_id) or {}).get("last_seen")
                 say(f"checked in {job_id:<24} {seconds * 1000:5.1f} ms  last_seen={last_seen}")
             else:
-                say(f"check-in of {job_id} failed: {describe(outcome)}")
+                say(f"check-in of {job_id} failed: {outcome_key(outcome)}")
 
         interrupted = False
         async with Heartbeat(config) as hb:

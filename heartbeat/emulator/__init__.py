@@ -61,14 +61,15 @@ Control API for an emulator in another process (no credentials, not logged, plai
 
 Layout (one module per concern; this package re-exports the public names)::
 
-    wire       JSON encoding, product header, error envelopes, the early-answer Reject
+    wire       JSON encoding, product header, error envelopes, the early-answer Reject,
+               RecordedRequest (an entry of the request log)
     faults     Fault, FaultPlan, and the answer a fault gives
     store      STATUSES, JOB_TYPES, the in-memory jobs and their Python API
     routing    decode_path and the router: raw request target -> (action, job id)
     auth       credential and privilege checks (401/403)
     api        the Elasticsearch sync-job endpoints
-    control    the /_emulator control API
-    handler    Emulator (settings, request log, fault plan) and RecordedRequest
+    control    the /_emulator control API (on the Controlled protocol, not on Emulator)
+    handler    Emulator (settings, request log, fault plan)
     datafile   the --data file: checked at start, replaced atomically at exit
     server     serve() and run_emulator()
 """
@@ -76,10 +77,11 @@ Layout (one module per concern; this package re-exports the public names)::
 from heartbeat.emulator.auth import Privileges
 from heartbeat.emulator.datafile import DataFileError
 from heartbeat.emulator.faults import Fault, FaultPlan
-from heartbeat.emulator.handler import Emulator, RecordedRequest
+from heartbeat.emulator.handler import Emulator
 from heartbeat.emulator.routing import decode_path
 from heartbeat.emulator.server import ListenError, run_emulator, serve
 from heartbeat.emulator.store import JOB_TYPES, STATUSES
+from heartbeat.emulator.wire import RecordedRequest
 
 __all__ = [
     "JOB_TYPES",

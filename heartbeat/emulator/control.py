@@ -3,9 +3,9 @@
 Owns the plain-JSON endpoints (no credentials, no product header, not recorded in the
 request log) that create, read, delete and re-status jobs, script and clear faults, read
 and forget the request log summary, and change the API key and privileges; the table is
-in the package docstring. It does not own the state it changes: the
-:class:`~heartbeat.emulator.Emulator` does, and calls :func:`handle_control` for any
-request whose first path segment is ``_emulator``.
+in the package docstring and in docs/emulator.md. It does not own the state it changes
+(:class:`Controlled`): the :class:`~heartbeat.emulator.Emulator` does, and calls
+:func:`handle_control` for any request whose first path segment is ``_emulator``.
 """
 
 from __future__ import annotations
@@ -13,20 +13,48 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, Protocol, get_args
 
 from aiohttp import web
 
 from heartbeat.emulator.auth import Privileges
-from heartbeat.emulator.faults import Fault
+from heartbeat.emulator.faults import Fault, FaultPlan
 from heartbeat.emulator.routing import unquote_strict
+from heartbeat.emulator.wire import RecordedRequest
 
-if TYPE_CHECKING:  # the handler imports this module
-    from heartbeat.emulator.handler import Emulator
+
+class Controlled(Protocol):
+    """What the control API changes: the :class:`~heartbeat.emulator.Emulator`, whose
+    handler imports this module (so this module does not import it back)."""
+
+    api_key: str | None
+    privileges: Privileges
+    faults: FaultPlan
+    requests: list[RecordedRequest]
+
+    def checkins(self, job_id: str | None = None) -> list[RecordedRequest]: ...
+
+    def create_job(
+        self,
+        connector_id: str = ...,
+        job_type: str = ...,
+        status: str = ...,
+        worker_hostname: str | None = None,
+        job_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> str: ...
+
+    def claim(self, job_id: str, worker_hostname: str) -> None: ...
+
+    def job(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+    def set_status(self, job_id: str, status: str) -> None: ...
 
 
 async def handle_control(
-    emulator: Emulator, request: web.BaseRequest, segments: list[str]
+    emulator: Controlled, request: web.BaseRequest, segments: list[str]
 ) -> web.Response:
     """Answer a control request; ``segments`` is the path after ``/_emulator``."""
     method, body = request.method, await request.read()
@@ -43,7 +71,7 @@ async def handle_control(
 
 
 def _dispatch(
-    emulator: Emulator,
+    emulator: Controlled,
     method: str,
     segments: list[str],
     job_id: str | None,
@@ -96,7 +124,7 @@ def _dispatch(
     return web.json_response({"error": f"no control endpoint {method} {segments}"}, status=404)
 
 
-def _set_faults(emulator: Emulator, data: dict[str, Any]) -> web.Response:
+def _set_faults(emulator: Controlled, data: dict[str, Any]) -> web.Response:
     faults = [Fault.from_json(item) for item in data.get("faults") or []]
     job_id = data.get("job_id")
     if job_id is not None and not isinstance(job_id, str):
@@ -111,7 +139,7 @@ def _set_faults(emulator: Emulator, data: dict[str, Any]) -> web.Response:
     return web.json_response({"acknowledged": True})
 
 
-def _summary(emulator: Emulator) -> dict[str, Any]:
+def _summary(emulator: Controlled) -> dict[str, Any]:
     by_action = Counter(record.action or "unrouted" for record in emulator.requests)
     check_ins = Counter(record.job_id for record in emulator.checkins())
     return {

@@ -6,8 +6,9 @@ Owns the emulator's settings (credentials, privileges, version), its request log
 recorded, given its fault (delay, reset or scripted answer; before the credential
 check, as a proxy or a struggling cluster would answer), then checked and answered. The
 steps themselves live in the sibling modules (``routing``, ``faults``, ``auth``,
-``api``, ``control``); the jobs in ``store``, which :class:`Emulator` extends. It does
-not open sockets: ``server`` does.
+``api``, ``control``); the jobs in ``store``, which :class:`Emulator` extends; a
+:class:`~heartbeat.emulator.wire.RecordedRequest` in ``wire``. It does not open sockets:
+``server`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import web
@@ -27,21 +27,7 @@ from heartbeat.emulator.control import handle_control
 from heartbeat.emulator.faults import Fault, FaultPlan, fault_response
 from heartbeat.emulator.routing import decode_path, route
 from heartbeat.emulator.store import JobStore, utcnow
-from heartbeat.emulator.wire import PRODUCT, Reject
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """What reached the server. ``status`` is the answer given (None: reset or cut off)."""
-
-    method: str
-    raw_path: str
-    job_id: str | None
-    action: str | None
-    headers: CIMultiDictProxy[str] = field(repr=False)  # holds credentials
-    body: bytes = field(repr=False)
-    at: float
-    status: int | None = None
+from heartbeat.emulator.wire import PRODUCT, RecordedRequest, Reject
 
 
 class Emulator(JobStore):

@@ -1,6 +1,7 @@
 """Elasticsearch's wire format, as the emulator speaks it.
 
-Owns the JSON encoding, the ``X-Elastic-Product`` header, the two error envelopes
+Owns the JSON encoding, the ``X-Elastic-Product`` header, the request as it reached
+the server (:class:`RecordedRequest`, the request log's entry), the two error envelopes
 (Elasticsearch's standard one and its router's flat one) and :class:`Reject`, which
 carries an early answer out of a check. It does not decide which answer a request gets:
 the router (``routing``), the credential checks (``auth``), the endpoints (``api``) and
@@ -11,12 +12,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 PRODUCT = "X-Elastic-Product"
 JSON = "application/json"
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """What reached the server. ``status`` is the answer given (None: reset or cut off)."""
+
+    method: str
+    raw_path: str
+    job_id: str | None
+    action: str | None
+    headers: CIMultiDictProxy[str] = field(repr=False)  # holds credentials
+    body: bytes = field(repr=False)
+    at: float
+    status: int | None = None
 
 
 class Reject(Exception):

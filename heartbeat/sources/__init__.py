@@ -1,36 +1,31 @@
 """Where job ids come from, besides ``[jobs] ids`` and the library API.
 
-Each source feeds the same watch list (``hb.watch_many(ids, source=NAME)`` and
-``hb.scheduler.unwatch(id, reason=..., source=NAME)``), through the same id
-validation, and never touches the scheduler's timing. A source is an object with::
+Each source feeds the same watch list through a :class:`~heartbeat.sources.base.Feed`
+(``feed.watch_many(ids, NAME)``, ``feed.release(id, source=NAME, reason=...)``,
+``feed.replace_claims(NAME, ids)``), through the same id validation, and never touches
+the scheduler's timing. A source is a :class:`~heartbeat.sources.base.Source`::
 
     name: str
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[None]) -> None
+    async def run(self, feed: Feed, *, task_status: TaskStatus[None]) -> None
         # call task_status.started() once the source is serving; run until cancelled
     async def reload(self, config: Config) -> None
         # SIGHUP: pick up changed settings where that makes sense
 
-:func:`build_sources` returns the sources the configuration asks for; the daemon
-starts them after the saved watch list is loaded and before it reports ready.
+:func:`build_sources` returns the sources the configuration asks for; the runtime
+(heartbeat.runtime) starts them after the saved watch list is loaded and before it
+reports ready.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-from anyio.abc import TaskStatus
+from heartbeat.sources.base import Feed, Source
 
 if TYPE_CHECKING:
     from heartbeat.config import Config
-    from heartbeat.daemon import Heartbeat
 
-
-class Source(Protocol):
-    name: str
-
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None: ...
-
-    async def reload(self, config: Config) -> None: ...
+__all__ = ["Feed", "Source", "build_sources"]
 
 
 def build_sources(config: Config) -> list[Source]:
@@ -45,7 +40,7 @@ def build_sources(config: Config) -> list[Source]:
         # Imported here: redis is only loaded when a queue is configured.
         from heartbeat.sources.queue import QueueSource
 
-        sources.append(QueueSource(config.queue))
+        sources.append(QueueSource(config.queue, backoff=config.backoff))
     if config.discovery.connector_ids:
         from heartbeat.sources.discovery import DiscoverySource
 

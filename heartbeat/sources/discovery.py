@@ -21,7 +21,7 @@ until a listing succeeds. ``discovery_failed`` is logged once per failure streak
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import structlog
@@ -30,11 +30,11 @@ from anyio.abc import TaskStatus
 from heartbeat.config import Config, DiscoverySettings
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import validate_job_id
-from heartbeat.outcomes import Outcome, describe
+from heartbeat.outcomes import Outcome, outcome_key
+from heartbeat.sources.base import Feed
 
 if TYPE_CHECKING:
     from heartbeat.client import Client
-    from heartbeat.daemon import Heartbeat
     from heartbeat.finished import StatusChecker
     from heartbeat.worker import WorkerMonitor
 
@@ -48,6 +48,20 @@ RUNNING = ("in_progress", "canceling")
 FIELDS = ("id", "status", "worker_hostname", "started_at")
 
 
+class DiscoveryFeed(Feed, Protocol):
+    """A :class:`Feed` plus what a listing needs: the client, the worker monitor
+    (``[worker]``, which vouches for a job's incarnation) and the canceling grace."""
+
+    @property
+    def client(self) -> Client: ...
+
+    @property
+    def worker(self) -> WorkerMonitor | None: ...
+
+    @property
+    def status_checker(self) -> StatusChecker: ...
+
+
 class DiscoverySource:
     name = NAME
 
@@ -56,14 +70,14 @@ class DiscoverySource:
         self._wake = anyio.Event()
         self._failures = 0
 
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None:
+    async def run(self, feed: DiscoveryFeed, *, task_status: TaskStatus[Any]) -> None:
         """List, reconcile, wait ``interval``; until cancelled."""
         task_status.started()
-        clock = hb.scheduler.clock
+        clock = feed.clock
         while True:
             self._wake = anyio.Event()
             started = clock.monotonic()
-            await self.poll(hb)
+            await self.poll(feed)
             await clock.wait_until(self._wake, started + self.settings.interval)
 
     async def reload(self, config: Config) -> None:
@@ -71,32 +85,28 @@ class DiscoverySource:
             self.settings = config.discovery
             self._wake.set()  # list again now, with the new settings
 
-    async def poll(self, hb: Heartbeat) -> None:
+    async def poll(self, feed: DiscoveryFeed) -> None:
         """One listing and reconciliation (nothing changes when the listing fails)."""
-        found = await self.list_ours(hb.client, hb.worker, hb.status_checker)
+        found = await self.list_ours(feed.client, feed.worker, feed.status_checker)
         if not isinstance(found, set):
             self._failures += 1
             if self._failures == 1:
                 log.warning(
                     "discovery_failed",
-                    reason=describe(found),
+                    reason=outcome_key(found),
                     error=getattr(found, "reason", ""),
                     status=getattr(found, "status", None),
-                    kept=len(self.current(hb)),
+                    kept=len(feed.claimed(NAME)),
                 )
             return
         if self._failures:
             log.info("discovery_recovered", failures=self._failures)
             self._failures = 0
-        current = self.current(hb)
-        hb.watch_many(sorted(found - current), NAME)
+        # Claimed after restarts too, through the state file.
+        current = feed.claimed(NAME)
+        feed.watch_many(sorted(found - current), NAME)
         for job_id in sorted(current - found):
-            hb.scheduler.unwatch(job_id, reason="discovery", source=NAME)
-
-    @staticmethod
-    def current(hb: Heartbeat) -> set[str]:
-        """The ids discovery has claimed (after restarts too, through the state file)."""
-        return {job_id for job_id, sources in hb.scheduler.sources().items() if NAME in sources}
+            feed.release(job_id, source=NAME, reason="discovery")
 
     async def list_ours(
         self,

@@ -36,7 +36,6 @@ import codecs
 import errno
 import os
 import stat
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +47,10 @@ from anyio.abc import TaskStatus
 
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
+from heartbeat.sources.base import Feed
 
 if TYPE_CHECKING:
     from heartbeat.config import Config
-    from heartbeat.daemon import Heartbeat
 
 log = structlog.get_logger("heartbeat")
 
@@ -142,14 +141,14 @@ class FileSource:
         self.path = path
         self.poll_interval = poll_interval
         self.settle = settle
-        self._hb: Heartbeat | None = None
+        self._feed: Feed | None = None
         self._applied: Signature | None = None  # the version of the file now applied
         self._failing: str | None = None  # the error logged while the file is unreadable
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
 
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None:
-        self._hb = hb
+    async def run(self, feed: Feed, *, task_status: TaskStatus[Any]) -> None:
+        self._feed = feed
         # Read before reporting started: READY=1 means the file's ids are watched.
         await self.check(force=True)
         task_status.started()
@@ -174,25 +173,25 @@ class FileSource:
 
     async def check(self, *, force: bool) -> None:
         """Apply the file if it changed since it was last applied (or ``force``)."""
-        hb = self._hb
-        if hb is None:
+        feed = self._feed
+        if feed is None:
             return
         async with self._lock:
             path = self.path
             if path is None:
                 if force:
-                    self._release(hb, [])
+                    feed.replace_claims(NAME, [])
                 return
             try:
                 contents = await self._read(path, force=force)
             except OSError as exc:
-                self._unreadable(hb, path, exc)
+                self._unreadable(feed, path, exc)
                 return
             if contents is None:
                 return
             signature, raw = contents
             parsed = await anyio.to_thread.run_sync(parse, raw)
-            self._apply(hb, path, parsed)
+            self._apply(feed, path, parsed)
             self._applied = signature
 
     async def _read(self, path: Path, *, force: bool) -> tuple[Signature, bytes] | None:
@@ -215,19 +214,18 @@ class FileSource:
                 signature = await anyio.to_thread.run_sync(stat_file, path)
         return await anyio.to_thread.run_sync(_read_anyway, path)
 
-    def _unreadable(self, hb: Heartbeat, path: Path, exc: OSError) -> None:
+    def _unreadable(self, feed: Feed, path: Path, exc: OSError) -> None:
         if self._failing is None:
-            claimed = sum(1 for sources in hb.scheduler.sources().values() if NAME in sources)
             log.error(
                 "watch_file_unreadable",
                 path=str(path),
                 error=exc.strerror or str(exc),
-                kept=claimed,
+                kept=len(feed.claimed(NAME)),
             )
         self._failing = exc.strerror or str(exc)
         self._applied = None
 
-    def _apply(self, hb: Heartbeat, path: Path, parsed: Parsed) -> None:
+    def _apply(self, feed: Feed, path: Path, parsed: Parsed) -> None:
         for bad in parsed.bad[:MAX_LOGGED_BAD_LINES]:
             fields = {"value": bad.text} if bad.text is not None else {}
             log.warning(
@@ -237,7 +235,9 @@ class FileSource:
                 error=bad.error,
                 **fields,
             )
-        added, removed = self._release(hb, parsed.ids)
+        # The claims are read from the watch list, not from this object's memory, so
+        # ids restored from the state file are reconciled too.
+        added, removed = feed.replace_claims(NAME, parsed.ids)
         log.info(
             "watch_file_loaded",
             path=str(path),
@@ -248,21 +248,6 @@ class FileSource:
             recovered=self._failing is not None,
         )
         self._failing = None
-
-    def _release(self, hb: Heartbeat, wanted: Sequence[str]) -> tuple[int, int]:
-        """Make the ``file`` claims exactly ``wanted``; returns (claims added, withdrawn).
-
-        The current claims come from the watch list, not from this object's memory, so
-        ids restored from the state file are reconciled too."""
-        scheduler = hb.scheduler
-        current = {job_id for job_id, sources in scheduler.sources().items() if NAME in sources}
-        keep = set(wanted)
-        gone = [job_id for job_id in current if job_id not in keep]
-        for job_id in gone:
-            scheduler.unwatch(job_id, reason="source", source=NAME)
-        new = [job_id for job_id in wanted if job_id not in current]
-        scheduler.watch_many(new, NAME)
-        return len(new), len(gone)
 
 
 def _read_anyway(path: Path) -> tuple[Signature, bytes]:

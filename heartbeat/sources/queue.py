@@ -39,7 +39,7 @@ import random
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -51,13 +51,18 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from heartbeat import backoff, logs
-from heartbeat.config import Config, QueueSettings, parse_shard, redact_url, url_password
+from heartbeat.config import (
+    BackoffSettings,
+    Config,
+    QueueSettings,
+    parse_shard,
+    redact_url,
+    url_password,
+)
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
 from heartbeat.leases import check_ttl
-
-if TYPE_CHECKING:
-    from heartbeat.daemon import Heartbeat
+from heartbeat.sources.base import Feed
 
 log = structlog.get_logger("heartbeat")
 
@@ -159,7 +164,7 @@ def sort_batch(
 
 
 def apply(
-    hb: Heartbeat,
+    feed: Feed,
     ops: list[tuple[str, str]],
     ttls: list[float | None] | None = None,
     default_ttl: float = 0.0,
@@ -174,17 +179,17 @@ def apply(
             given = ttls[index] if ttls is not None else None
             ttl = given if given is not None else (default_ttl or None)
             if run and ttl != run_ttl:
-                added += hb.watch_many(run, NAME, ttl=run_ttl)
+                added += feed.watch_many(run, NAME, ttl=run_ttl)
                 run = []
             run.append(job_id)
             run_ttl = ttl
             continue
         if run:
-            added += hb.watch_many(run, NAME, ttl=run_ttl)
+            added += feed.watch_many(run, NAME, ttl=run_ttl)
             run = []
-        removed += hb.scheduler.unwatch(job_id, reason="source", source=NAME)
+        removed += feed.release(job_id, source=NAME, reason="source")
     if run:
-        added += hb.watch_many(run, NAME, ttl=run_ttl)
+        added += feed.watch_many(run, NAME, ttl=run_ttl)
     return added, removed
 
 
@@ -211,8 +216,16 @@ def _entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
 class QueueSource:
     name = NAME
 
-    def __init__(self, settings: QueueSettings, *, rng: Any = None) -> None:
+    def __init__(
+        self,
+        settings: QueueSettings,
+        *,
+        backoff: BackoffSettings | None = None,
+        rng: Any = None,
+    ) -> None:
         self.settings = settings
+        #: ``[backoff]``: the delays between two reconnections.
+        self.backoff = backoff if backoff is not None else BackoffSettings()
         self._rng = rng if rng is not None else random.random
         self._changed = anyio.Event()
         self._session: anyio.CancelScope | None = None
@@ -227,6 +240,7 @@ class QueueSource:
 
     async def reload(self, config: Config) -> None:
         """New ``[queue]`` settings: reconnect with them at once."""
+        self.backoff = config.backoff
         if config.queue == self.settings:
             return
         register_secrets(config.queue)
@@ -235,7 +249,7 @@ class QueueSource:
         if self._session is not None:
             self._session.cancel()
 
-    async def run(self, hb: Heartbeat, *, task_status: TaskStatus[Any]) -> None:
+    async def run(self, feed: Feed, *, task_status: TaskStatus[Any]) -> None:
         """Read, apply, persist, acknowledge; reconnect with backoff; until cancelled."""
         task_status.started()  # never wait for Redis: check-ins must not depend on it
         while True:
@@ -247,16 +261,16 @@ class QueueSource:
             client = connect(settings)
             try:
                 with anyio.CancelScope() as self._session:
-                    await self._serve(hb, client, settings)
+                    await self._serve(feed, client, settings)
             except (RedisError, OSError) as exc:
-                self._disconnected(hb, exc)
+                self._disconnected(feed, exc)
             finally:
                 self._session = None
                 with anyio.CancelScope(shield=True):
                     await client.aclose()
             if self._changed.is_set():
                 continue  # reconfigured: reconnect now
-            b = hb.config.backoff
+            b = self.backoff
             delay = backoff.retry_delay(
                 max(self._failures, 1),
                 u=self._rng(),
@@ -267,7 +281,7 @@ class QueueSource:
             with anyio.move_on_after(delay):
                 await self._changed.wait()
 
-    async def _serve(self, hb: Heartbeat, client: Redis, settings: QueueSettings) -> None:
+    async def _serve(self, feed: Feed, client: Redis, settings: QueueSettings) -> None:
         stream, group, consumer = settings.stream, settings.group, settings.consumer
         shard = parse_shard(settings.shard) if settings.shard else None
         await ensure_group(client, stream, group)
@@ -280,21 +294,21 @@ class QueueSource:
                 count=BATCH,
                 block=BLOCK_MS if last_id == ">" else None,
             )
-            self._connected(hb, settings)
+            self._connected(feed, settings)
             entries = _entries(reply)
             if not entries:
                 last_id = ">"
                 continue
-            await self._handle(hb, client, settings, sort_batch(entries, shard))
+            await self._handle(feed, client, settings, sort_batch(entries, shard))
             if last_id != ">":
                 last_id = entries[-1][0]
 
     async def _handle(
-        self, hb: Heartbeat, client: Redis, settings: QueueSettings, batch: Batch
+        self, feed: Feed, client: Redis, settings: QueueSettings, batch: Batch
     ) -> None:
         log_invalid(batch.invalid)
-        added, removed = apply(hb, batch.ops, batch.ttls, settings.default_ttl)
-        await hb.persisted()
+        added, removed = apply(feed, batch.ops, batch.ttls, settings.default_ttl)
+        await feed.persisted()
         async with client.pipeline(transaction=True) as pipe:
             for entry_id, fields, problem in batch.invalid:
                 dead: dict[FieldT, EncodableT] = dict(fields.items())
@@ -311,7 +325,7 @@ class QueueSource:
             other_shards=batch.skipped,
         )
 
-    def _connected(self, hb: Heartbeat, settings: QueueSettings) -> None:
+    def _connected(self, feed: Feed, settings: QueueSettings) -> None:
         if self._failures == 0 and self._connected_once:
             return
         if not self._connected_once:
@@ -327,22 +341,22 @@ class QueueSource:
         if self._down_since is not None:
             log.warning(
                 "queue_reconnected",
-                duration_s=round(hb.scheduler.clock.monotonic() - self._down_since, 3),
+                duration_s=round(feed.clock.monotonic() - self._down_since, 3),
                 attempts=self._failures,
             )
         self._failures = 0
         self._down_since = None
 
-    def _disconnected(self, hb: Heartbeat, exc: BaseException) -> None:
+    def _disconnected(self, feed: Feed, exc: BaseException) -> None:
         self._failures += 1
         if self._down_since is not None:
             return
-        self._down_since = hb.scheduler.clock.monotonic()
+        self._down_since = feed.clock.monotonic()
         log.error(
             "queue_disconnected",
             url=redact_url(self.settings.url or ""),
             error=f"{type(exc).__name__}: {exc}",
-            jobs=len(hb.scheduler),
+            jobs=feed.watching(),
         )
 
 

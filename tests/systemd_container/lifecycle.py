@@ -87,7 +87,7 @@ WORKER_PID_FILE = "/run/elastic-connectors/worker.pid"
 
 
 def install_sidecar(m: Machine, key: str) -> None:
-    """The README's step 10, word for word (the example file ships in the image), for an
+    """docs/operations.md's step 10, word for word (the example file ships in the image), for an
     instance whose worker probe reads the stand-in connector's pid file."""
     m.write(
         "/etc/heartbeat/elastic-connectors.toml",

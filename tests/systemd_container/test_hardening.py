@@ -5,7 +5,7 @@ mode (see machine.py), where systemd applies every directive as on a host:
   ``hidepid=invisible,subset=pid``;
 * ``DevicePolicy=closed``: the unit's device cgroup allows only the pseudo devices
   (null, zero, full, random, urandom, tty, ptmx, pts);
-* ``IPAddressDeny=`` / ``IPAddressAllow=``, the README's "network pinning" drop-in:
+* ``IPAddressDeny=`` / ``IPAddressAllow=``, docs/operations.md's "network pinning" drop-in:
   with ``IPAddressAllow=localhost``, check-ins to 127.0.0.1 go on, and those to the
   container's own non-loopback address never arrive, though the same instance reaches
   that address without the drop-in;

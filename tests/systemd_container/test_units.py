@@ -1,9 +1,9 @@
 """The operator's whole life cycle of systemd/*.service under a real systemd 252.
 
 Runs in the unprivileged container mode (see machine.py): systemd as PID 1, the units
-installed as the README says, ``heartbeat emulator`` as two more units (ports 9200 and
+installed as docs/operations.md says, ``heartbeat emulator`` as two more units (ports 9200 and
 9201, each requiring its own API key), a stand-in connector unit. Each test is one step
-of the README's systemd section and asserts it from what an operator sees: ``systemctl
+of docs/operations.md's systemd section and asserts it from what an operator sees: ``systemctl
 show`` / ``status``, the journal, ``heartbeat jobs``, files on disk, and the emulator's
 record (a job's ``last_seen`` moves only on a check-in the emulator accepted, so it
 proves that the API key arrived through ``LoadCredential=``).
@@ -61,7 +61,7 @@ def machine(machine_for: Callable[[str], Machine]) -> Iterator[Machine]:
     m = machine_for("unprivileged")
     start_emulator(m, 9200, KEY, ["job-a", "job-b", "job-c", "job-d", "legacy-1"])
     start_emulator(m, 9201, SEARCH_KEY, ["search-1", "search-2"])
-    # What the README's steps 2 and 3 install: a config without secrets, a root-only key.
+    # What docs/operations.md's steps 2 and 3 install: a config without secrets, a root-only key.
     m.write("/etc/heartbeat/heartbeat.toml", GOOD)
     m.write("/etc/heartbeat/api_key", KEY, mode="0600")
     yield m
@@ -70,7 +70,7 @@ def machine(machine_for: Callable[[str], Machine]) -> Iterator[Machine]:
 
 def test_upgrade_moves_an_instance_from_the_old_layout(machine: Machine) -> None:
     # Before the fix, heartbeat@NAME kept state in /var/lib/heartbeat/NAME: a drop-in
-    # gives an instance that layout again; then the README's one-time move (step 9).
+    # gives an instance that layout again; then docs/operations.md's one-time move (step 9).
     m = machine
     m.write("/etc/heartbeat/legacy.toml", config(9200, []))
     m.write("/etc/heartbeat/legacy.api_key", KEY, mode="0600")
