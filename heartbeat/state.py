@@ -106,6 +106,9 @@ class StateStore:
         self._saved_event = anyio.Event()
         self._lock_fd: int | None = None
         self.failed: str | None = None
+        #: One outcomes write at a time: a million jobs' take seconds, and two writers
+        #: of one temporary file would each rename the other's away.
+        self._outcomes_writing = anyio.Lock()
 
     def lock(self) -> None:
         """Make this process the directory's only user, until :meth:`unlock`.
@@ -224,10 +227,11 @@ class StateStore:
             write_atomically(self.outcomes_path, outcome_pieces(self._outcomes_snapshot()))
 
     async def _write_outcomes(self, outcomes: Mapping[str, Any] | Rows) -> None:
-        await anyio.to_thread.run_sync(
-            partial(self.directory.mkdir, parents=True, exist_ok=True, mode=0o700)
-        )
-        await write_atomically_async(self.outcomes_path, outcome_pieces(outcomes))
+        async with self._outcomes_writing:
+            await anyio.to_thread.run_sync(
+                partial(self.directory.mkdir, parents=True, exist_ok=True, mode=0o700)
+            )
+            await write_atomically_async(self.outcomes_path, outcome_pieces(outcomes))
 
     async def _outcomes(self) -> None:
         if self._outcomes_snapshot is None:

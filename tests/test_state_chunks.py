@@ -251,3 +251,15 @@ async def test_state_files_of_the_previous_version_load(es: ES, tmp_path: Path) 
     assert list(rewritten["leases"]) == ["ctl-00001"]
     outcomes = json.loads((state / OUTCOMES_FILENAME).read_bytes())["outcomes"]
     assert outcomes["ctl-00002"][1:] == [2, "http_503: busy"]
+
+
+async def test_outcomes_writes_take_turns(tmp_path: Path) -> None:
+    # A million jobs' outcomes take seconds to write: a second write meanwhile (the
+    # period's, a shutdown's) must not rename the first one's temporary file away.
+    outcomes = {f"job-{n:06d}": [1.9e9, n % 3, None] for n in range(3 * CHUNK)}
+    store = StateStore(tmp_path, dict, outcomes=lambda: outcomes)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(store._write_outcomes, outcomes)
+    assert json.loads((tmp_path / OUTCOMES_FILENAME).read_bytes())["outcomes"] == outcomes
