@@ -186,7 +186,7 @@ async def give_outcomes(hb: Heartbeat) -> None:
         if not n % 10_000:
             await anyio.lowlevel.checkpoint()
         failing = n % 7 == 0
-        hb.scheduler.restore_outcome(
+        hb.scheduler.watchlist.restore_outcome(
             job_id, now - n % 60, 2 if failing else 0, "http_503: busy" if failing else None
         )
 

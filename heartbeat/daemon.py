@@ -15,7 +15,6 @@ this module imports neither that nor any source, and does not speak HTTP itself.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,9 +24,11 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import logs, restart
+from heartbeat import restart
+from heartbeat.changes import Change, JobDropped, JobsAdded
 from heartbeat.chunked import Rows
 from heartbeat.client import Client
+from heartbeat.clients import Clients
 from heartbeat.clock import Clock
 from heartbeat.config import Config
 from heartbeat.finished import StatusChecker
@@ -36,9 +37,10 @@ from heartbeat.identity import ClusterIdentity
 from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json
 from heartbeat.metrics import Metrics
-from heartbeat.scheduler import TIMER_SLACK, JobView, Scheduler
+from heartbeat.scheduler import TIMER_SLACK, Scheduler
 from heartbeat.state import StateStore
 from heartbeat.status import Status, snapshot
+from heartbeat.watchlist import JobView
 from heartbeat.worker import WorkerMonitor
 
 if TYPE_CHECKING:
@@ -62,27 +64,18 @@ APPLIED = [
 ]
 
 
-def register_secrets(config: Config) -> None:
-    es = config.elasticsearch
-    for secret in (es.api_key, es.password, es.bearer_token):
-        if secret is not None:
-            logs.register_secret(secret.get_secret_value())
-
-
 class Heartbeat:
     """Checks watched sync jobs in, inside the caller's event loop."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
-        register_secrets(config)
         # Outlives every client (a reload builds a new one): the expected cluster.
         self.identity = ClusterIdentity(
             config.elasticsearch.cluster_uuid, on_change=self._identity_changed
         )
-        self._client = self._new_client(config)
-        self.identity.forget([host.url for host in self._client.pool.hosts])
+        self._clients = Clients(config, self.identity)
         self.scheduler = Scheduler(
-            self._client.check_in,
+            self._clients.current.check_in,
             schedule=config.schedule,
             backoff_settings=config.backoff,
             clock=clock,
@@ -91,7 +84,7 @@ class Heartbeat:
         )
         # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
         self.status_checker = StatusChecker(
-            lambda job_id: self._client.get_job(job_id),
+            lambda job_id: self._clients.current.get_job(job_id),
             self.scheduler,
             config.schedule.status_check_interval,
             canceling_grace=config.schedule.canceling_grace,
@@ -100,11 +93,10 @@ class Heartbeat:
         self.worker: WorkerMonitor | None = None
         if config.worker.enabled:
             self.worker = WorkerMonitor(
-                config.worker, self.scheduler, lambda job_id: self._client.get_job(job_id)
+                config.worker, self.scheduler, lambda job_id: self.client.get_job(job_id)
             )
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
-        self._retired: list[Client] = []
         #: Claims that expire unless renewed (heartbeat.leases).
         self.leases = LeaseKeeper(self.scheduler)
         #: Dropped jobs, kept so that a drop can be undone (heartbeat.memory).
@@ -112,15 +104,15 @@ class Heartbeat:
         self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
-            scheduler = self.scheduler
+            watchlist = self.scheduler.watchlist
             # Read a chunk of ids at a time by the saver (heartbeat.chunked.Rows).
             self.state = StateStore(
                 config.state.dir,
-                lambda: Rows(scheduler.__iter__, scheduler.sources_of),
+                lambda: Rows(watchlist.__iter__, watchlist.claims_of),
                 leases=self.leases.snapshot,
                 extras=self._memories,
                 outcomes=lambda: Rows(
-                    scheduler.__iter__, lambda ids: outcomes_json(scheduler.outcome_rows(ids))
+                    watchlist.__iter__, lambda ids: outcomes_json(watchlist.outcome_rows(ids))
                 ),
             )
             state = self.state
@@ -134,20 +126,15 @@ class Heartbeat:
 
     @property
     def client(self) -> Client:
-        return self._client
+        """The Elasticsearch client in use (a reload may replace it)."""
+        return self._clients.current
 
-    def _new_client(self, config: Config) -> Client:
-        return Client(
-            config.elasticsearch,
-            max_in_flight=config.schedule.max_in_flight,
-            identity=self.identity,
-        )
-
-    def _watch_list_changed(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
-        if change == "dropped":
-            self.tombstones.add(Tombstone.of_drop(job_id, fields, self.scheduler.clock.wall()))
-        elif change == "added":
-            self.tombstones.discard(job_id)  # watched again: no longer dropped
+    def _watch_list_changed(self, change: Change) -> None:
+        if isinstance(change, JobDropped):
+            self.tombstones.add(Tombstone.of_drop(change, self.scheduler.clock.wall()))
+        elif isinstance(change, JobsAdded):
+            for job_id in change.job_ids:
+                self.tombstones.discard(job_id)  # watched again: no longer dropped
 
     def _memories(self) -> dict[str, Any]:
         """The state file's extras (heartbeat.memory)."""
@@ -178,7 +165,7 @@ class Heartbeat:
         if self.state is not None:
             # First, before anything is opened: ConfigError if another process uses it.
             self.state.lock()
-        await self._client.open()
+        await self.client.open()
         if self.state is not None:
             # The saved watch list and what is kept beside it, before any source.
             await restart.restore(
@@ -193,7 +180,7 @@ class Heartbeat:
         await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
             state = self.state
-            self.scheduler.change_observers.append(lambda *_: state.changed())
+            self.scheduler.change_observers.append(lambda _change: state.changed())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.scheduler.run, name="heartbeat scheduler")
@@ -253,8 +240,7 @@ class Heartbeat:
                 if self.state is not None:
                     restart.save_on_exit(self.state)
                 with anyio.CancelScope(shield=True):
-                    for client in (*self._retired, self._client):
-                        await client.close()
+                    await self._clients.close()
 
     def start_soon(self, func: Any, *args: Any, name: str | None = None) -> None:
         """Run a helper task (a source, a listener) for as long as the Heartbeat runs."""
@@ -342,20 +328,13 @@ class Heartbeat:
 
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims (restored from the state file too)."""
-        return {job_id for job_id, sources in self.scheduler.sources().items() if source in sources}
+        return self.scheduler.watchlist.claimed(source)
 
     def replace_claims(
         self, source: str, wanted: Sequence[str], *, reason: str = "source"
     ) -> tuple[int, int]:
         """Make ``source``'s claims exactly ``wanted``; returns (claims added, withdrawn)."""
-        current = self.claimed(source)
-        keep = set(wanted)
-        gone = [job_id for job_id in current if job_id not in keep]
-        for job_id in gone:
-            self.scheduler.unwatch(job_id, reason=reason, source=source)
-        new = [job_id for job_id in wanted if job_id not in current]
-        self.scheduler.watch_many(new, source)
-        return len(new), len(gone)
+        return self.scheduler.watchlist.replace_claims(source, wanted, reason=reason)
 
     def watching(self) -> int:
         """How many jobs are watched."""
@@ -373,27 +352,12 @@ class Heartbeat:
 
     def claim_counts(self) -> dict[str, int]:
         """How many ids each source claims."""
-        return dict(Counter(s for sources in self.scheduler.sources().values() for s in sources))
-
-    def _needs_client(self, new: Config) -> bool:
-        old = self.config
-        return (
-            old.elasticsearch != new.elasticsearch
-            or old.schedule.max_in_flight != new.schedule.max_in_flight
-        )
+        return self.scheduler.watchlist.claim_counts()
 
     async def prepare_client(self, new: Config) -> Client | None:
         """The client ``new`` needs, opened (its TLS context built), or None when the
         running one will do. Raises ConfigError; nothing running is touched."""
-        if not self._needs_client(new):
-            return None
-        client = self._new_client(new)
-        try:
-            await client.open()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await self._clients.prepare(self.config, new)
 
     async def apply(self, new: Config, *, client: Client | None = None) -> list[str]:
         """Apply a new configuration in place; returns the sections that changed.
@@ -402,18 +366,12 @@ class Heartbeat:
         that a reload that cannot build it changes nothing); else built here."""
         old = self.config
         changed = [section for section in APPLIED if getattr(old, section) != getattr(new, section)]
-        register_secrets(new)
         check_in = None
         if client is None:
             client = await self.prepare_client(new)
         if client is not None:
-            self.identity.pin(new.elasticsearch.cluster_uuid)
-            self.identity.forget([host.url for host in client.pool.hosts])
-            # In-flight requests finish on the old session; it is closed at exit.
-            for retired in self._retired:
-                await retired.close()
-            self._retired = [self._client]
-            self._client = client
+            # In-flight requests finish on the old session; it is closed later.
+            await self._clients.swap(client, new.elasticsearch.cluster_uuid)
             check_in = client.check_in
         self.scheduler.reconfigure(
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in

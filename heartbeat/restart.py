@@ -111,7 +111,7 @@ def _restore_outcomes(scheduler: Scheduler, saved: Any) -> Steps[int]:
             outcome = parse_outcome(entry)
             if outcome is not None:
                 usable += 1
-                scheduler.restore_outcome(
+                scheduler.watchlist.restore_outcome(
                     job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
                 )
         yield

@@ -229,7 +229,7 @@ async def test_state_files_of_the_previous_version_load(es: ES, tmp_path: Path) 
     with capture_logs() as logs, anyio.fail_after(30):
         async with hb:
             hb.scheduler.pause()
-            assert hb.scheduler.sources() == {k: tuple(v) for k, v in saved.items()}
+            assert hb.scheduler.claims() == {k: tuple(v) for k, v in saved.items()}
             assert hb.leases.expires_at("ctl-00001", ("control",)) == pytest.approx(
                 now + 3600, abs=0.01
             )
