@@ -34,7 +34,8 @@ from heartbeat.statefile import (
     write_atomically_async,
 )
 from tests.conftest import ES
-from tests.helpers_control import make_config
+from tests.helpers_control import QUIET
+from tests.support import make_config
 
 
 def previous_version(payload: dict[str, Any]) -> bytes:
@@ -225,7 +226,7 @@ async def test_state_files_of_the_previous_version_load(es: ES, tmp_path: Path) 
     (state / OUTCOMES_FILENAME).write_bytes(
         previous_version({"version": 1, "outcomes": {"ctl-00002": [now - 30, 2, "http_503: busy"]}})
     )
-    hb = Heartbeat(make_config(es.url, state=state))
+    hb = Heartbeat(make_config(es.url, QUIET, state={"dir": state}))
     with capture_logs() as logs, anyio.fail_after(30):
         async with hb:
             hb.scheduler.pause()
