@@ -61,7 +61,7 @@ def main() -> None:
         now = scheduler.clock.wall()
         for n, job_id in enumerate(ids):
             failures = n % 7 == 0
-            scheduler.restore_outcome(
+            scheduler.watchlist.restore_outcome(
                 job_id,
                 now - (n % 60),
                 2 if failures else 0,
@@ -77,7 +77,7 @@ def main() -> None:
         base_path = directory / "baseline.json"
 
         def baseline() -> None:
-            write_atomically(base_path, encode(scheduler.sources()))
+            write_atomically(base_path, encode(scheduler.claims()))
 
         def full() -> None:
             store._write(store._encode()[0])

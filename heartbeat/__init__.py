@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from heartbeat.config import load as load_config
     from heartbeat.daemon import Heartbeat
     from heartbeat.errors import ConfigError, HeartbeatError, InvalidJobId
-    from heartbeat.scheduler import JobView
+    from heartbeat.watchlist import JobView
 
 __all__ = [
     "Config",
@@ -43,7 +43,7 @@ _LAZY = {
     "Heartbeat": ("heartbeat.daemon", "Heartbeat"),
     "HeartbeatError": ("heartbeat.errors", "HeartbeatError"),
     "InvalidJobId": ("heartbeat.errors", "InvalidJobId"),
-    "JobView": ("heartbeat.scheduler", "JobView"),
+    "JobView": ("heartbeat.watchlist", "JobView"),
     "load_config": ("heartbeat.config", "load"),
 }
 

@@ -72,9 +72,9 @@ from heartbeat.control_wire import (
 )
 from heartbeat.errors import ConfigError
 from heartbeat.memory import Tombstone
-from heartbeat.scheduler import JobView
 from heartbeat.sources.base import Feed
 from heartbeat.unixsocket import bind_unix_socket, remove_unix_socket
+from heartbeat.watchlist import JobView
 
 if TYPE_CHECKING:
     from heartbeat.config import Config

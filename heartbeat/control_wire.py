@@ -25,7 +25,7 @@ from heartbeat.jobid import validate_job_id
 from heartbeat.leases import check_ttl
 from heartbeat.liveness import iso
 from heartbeat.memory import Tombstone
-from heartbeat.scheduler import JobView
+from heartbeat.watchlist import JobView
 
 __all__ = [
     "MAX_BODY",

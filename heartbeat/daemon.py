@@ -15,7 +15,6 @@ this module imports neither that nor any source, and does not speak HTTP itself.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from heartbeat import logs, restart
+from heartbeat.changes import Change, JobDropped, JobsAdded
 from heartbeat.client import Client
 from heartbeat.clock import Clock
 from heartbeat.config import Config
@@ -35,9 +35,10 @@ from heartbeat.identity import ClusterIdentity
 from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json
 from heartbeat.metrics import Metrics
-from heartbeat.scheduler import TIMER_SLACK, JobView, Scheduler
+from heartbeat.scheduler import TIMER_SLACK, Scheduler
 from heartbeat.state import StateStore
 from heartbeat.status import Status, snapshot
+from heartbeat.watchlist import JobView
 from heartbeat.worker import WorkerMonitor
 
 if TYPE_CHECKING:
@@ -113,10 +114,10 @@ class Heartbeat:
         if config.state.dir is not None:
             self.state = StateStore(
                 config.state.dir,
-                self.scheduler.sources,
+                self.scheduler.claims,
                 leases=self.leases.snapshot,
                 extras=self._memories,
-                outcomes=lambda: outcomes_json(self.scheduler.outcome_rows()),
+                outcomes=lambda: outcomes_json(self.scheduler.watchlist.outcome_rows()),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())
@@ -138,11 +139,12 @@ class Heartbeat:
             identity=self.identity,
         )
 
-    def _watch_list_changed(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
-        if change == "dropped":
-            self.tombstones.add(Tombstone.of_drop(job_id, fields, self.scheduler.clock.wall()))
-        elif change == "added":
-            self.tombstones.discard(job_id)  # watched again: no longer dropped
+    def _watch_list_changed(self, change: Change) -> None:
+        if isinstance(change, JobDropped):
+            self.tombstones.add(Tombstone.of_drop(change, self.scheduler.clock.wall()))
+        elif isinstance(change, JobsAdded):
+            for job_id in change.job_ids:
+                self.tombstones.discard(job_id)  # watched again: no longer dropped
 
     def _memories(self) -> dict[str, Any]:
         """The state file's extras (heartbeat.memory)."""
@@ -188,7 +190,7 @@ class Heartbeat:
         await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
             state = self.state
-            self.scheduler.change_observers.append(lambda *_: state.changed())
+            self.scheduler.change_observers.append(lambda _change: state.changed())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.scheduler.run, name="heartbeat scheduler")
@@ -337,20 +339,13 @@ class Heartbeat:
 
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims (restored from the state file too)."""
-        return {job_id for job_id, sources in self.scheduler.sources().items() if source in sources}
+        return self.scheduler.watchlist.claimed(source)
 
     def replace_claims(
         self, source: str, wanted: Sequence[str], *, reason: str = "source"
     ) -> tuple[int, int]:
         """Make ``source``'s claims exactly ``wanted``; returns (claims added, withdrawn)."""
-        current = self.claimed(source)
-        keep = set(wanted)
-        gone = [job_id for job_id in current if job_id not in keep]
-        for job_id in gone:
-            self.scheduler.unwatch(job_id, reason=reason, source=source)
-        new = [job_id for job_id in wanted if job_id not in current]
-        self.scheduler.watch_many(new, source)
-        return len(new), len(gone)
+        return self.scheduler.watchlist.replace_claims(source, wanted, reason=reason)
 
     def watching(self) -> int:
         """How many jobs are watched."""
@@ -368,7 +363,7 @@ class Heartbeat:
 
     def claim_counts(self) -> dict[str, int]:
         """How many ids each source claims."""
-        return dict(Counter(s for sources in self.scheduler.sources().values() for s in sources))
+        return self.scheduler.watchlist.claim_counts()
 
     def _needs_client(self, new: Config) -> bool:
         old = self.config

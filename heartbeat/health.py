@@ -196,7 +196,7 @@ class Health:
     def risk(self) -> Risk:
         scheduler = self.scheduler
         return assess(
-            scheduler.success_times(),
+            scheduler.watchlist.success_times(),
             now=scheduler.clock.monotonic(),
             idle_after=scheduler.schedule.idle_after,
         )

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from heartbeat.changes import Change, ClaimWithdrawn, JobDropped, JobRemoved
+
 if TYPE_CHECKING:  # the CLI imports check_ttl: keep this module light
     from heartbeat.clock import Timer
     from heartbeat.scheduler import Scheduler
@@ -172,11 +174,12 @@ class LeaseKeeper:
         """Leases from the state file (wall-clock expiries) for claims now watched; the
         ones that ended while heartbeat was down end now, before any check-in."""
         offset = self._to_wall()
-        # Not built without leases: a million jobs' sources take a while.
-        claims = self._scheduler.sources() if leases else {}
+        claimed: dict[str, set[str]] = {}  # by source, read once each
         for job_id, by_source in leases.items():
             for source, wall in by_source.items():
-                if source in claims.get(job_id, ()):
+                if source not in claimed:
+                    claimed[source] = self._scheduler.watchlist.claimed(source)
+                if job_id in claimed[source]:
                     self.book.grant(job_id, source, wall - offset)
         self.fire()
 
@@ -223,8 +226,8 @@ class LeaseKeeper:
             self._timer.cancel()
             self._timer = self._timer_at = None
 
-    def _on_change(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
-        if change in ("removed", "dropped"):
-            self.book.forget(job_id)
-        elif change == "sources" and "removed_source" in fields:
-            self.book.release(job_id, fields["removed_source"])
+    def _on_change(self, change: Change) -> None:
+        if isinstance(change, JobRemoved | JobDropped):
+            self.book.forget(change.job_id)
+        elif isinstance(change, ClaimWithdrawn):
+            self.book.release(change.job_id, change.source)

@@ -17,9 +17,11 @@ puts it back at start, :mod:`heartbeat.daemon` wires it to the scheduler.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from heartbeat.changes import JobDropped
 
 MAX_TOMBSTONES = 1000
 TOMBSTONE_AGE = 24 * 3600.0
@@ -45,15 +47,15 @@ class Tombstone:
         }
 
     @classmethod
-    def of_drop(cls, job_id: str, fields: Mapping[str, Any], dropped_at: float) -> Tombstone:
-        """The tombstone of a ``dropped`` watch-list change with these fields."""
+    def of_drop(cls, dropped: JobDropped, dropped_at: float) -> Tombstone:
+        """The tombstone of a drop (the watch list's change event)."""
         return cls(
-            id=job_id,
-            reason=str(fields.get("reason")),
-            status=fields.get("status"),
-            server_reason=fields.get("server_reason"),
+            id=dropped.job_id,
+            reason=dropped.reason,
+            status=dropped.status,
+            server_reason=dropped.server_reason,
             dropped_at=dropped_at,
-            sources=tuple(fields.get("sources", ())),
+            sources=dropped.sources,
         )
 
     @classmethod

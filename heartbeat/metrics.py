@@ -47,6 +47,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, cast
 
 from heartbeat._version import __version__
+from heartbeat.changes import Change, JobDropped
 from heartbeat.health import Health
 from heartbeat.leases import LeaseKeeper
 from heartbeat.outcomes import (
@@ -130,10 +131,9 @@ class Metrics:
             self._registry = registry
         return self._registry
 
-    def _on_change(self, change: str, _job_id: str, fields: dict[str, Any]) -> None:
-        if change == "dropped":
-            reason = str(fields.get("reason", "unknown"))
-            self.drops[reason] = self.drops.get(reason, 0) + 1
+    def _on_change(self, change: Change) -> None:
+        if isinstance(change, JobDropped):
+            self.drops[change.reason] = self.drops.get(change.reason, 0) + 1
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape body and its content type, negotiated from an Accept header

@@ -24,8 +24,9 @@ from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper
 from heartbeat.memory import Tombstones, parse_outcomes
-from heartbeat.scheduler import ADD_CHUNK, Scheduler
+from heartbeat.scheduler import Scheduler
 from heartbeat.state import StateStore
+from heartbeat.watchlist import ADD_CHUNK
 
 __all__ = ["restore", "save_on_exit"]
 
@@ -79,7 +80,7 @@ async def restore(
     tombstones.load(extras.get("dropped"), scheduler.clock.wall())
     outcomes = parse_outcomes(state.loaded_outcomes)
     for job_id, outcome in outcomes.items():
-        scheduler.restore_outcome(
+        scheduler.watchlist.restore_outcome(
             job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
         )
     # Oldest success first (a job that never succeeded counts as oldest). Without

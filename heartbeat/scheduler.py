@@ -1,9 +1,11 @@
-"""Who is due when: the watch list, one deadline heap, the in-flight limit, outage mode.
+"""Who is due when: one deadline heap over the watch list, the in-flight limit, outage mode.
 
 Owns every watched job's timing state and turns check-in outcomes into "next time"
-or "drop". It does not speak HTTP (it calls an injected ``check_in`` coroutine that
-returns an :mod:`heartbeat.outcomes` value) and never reads the clock directly (an
-injected :class:`~heartbeat.clock.Clock`), so tests drive it with a manual clock.
+or "drop". The jobs and their claims are the watch list's (:mod:`heartbeat.watchlist`,
+which it holds, and whose most used methods it offers too). It does not speak HTTP (it
+calls an injected ``check_in`` coroutine that returns an :mod:`heartbeat.outcomes`
+value) and never reads the clock directly (an injected :class:`~heartbeat.clock.Clock`),
+so tests drive it with a manual clock.
 
 Design:
 
@@ -24,13 +26,11 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import gc
 import heapq
 import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -40,11 +40,11 @@ from anyio.abc import TaskGroup
 
 from heartbeat import backoff, logs
 from heartbeat.aggregate import FailureLog
+from heartbeat.changes import ChangeObserver
 from heartbeat.client import NEEDED_PRIVILEGES
 from heartbeat.clock import Clock, SystemClock
 from heartbeat.config import BackoffSettings, ScheduleSettings
 from heartbeat.drops import DropRule
-from heartbeat.jobid import validate_job_id
 from heartbeat.outage import OutageRule, cause_of
 from heartbeat.outcomes import (
     Misrouted,
@@ -56,14 +56,11 @@ from heartbeat.outcomes import (
     Unauthorized,
     outcome_key,
 )
+from heartbeat.watchlist import Job, WatchList
 
 CheckIn = Callable[[str], Awaitable[Outcome]]
 #: Called after every check-in with ``(job_id, outcome, seconds it took)``.
 OutcomeObserver = Callable[[str, Outcome, float], None]
-#: Called on watch-list changes with ``(change, job_id, fields)``: change is
-#: ``added``, ``removed``, ``dropped`` or ``sources`` (another source claims or
-#: releases a job that stays watched).
-ChangeObserver = Callable[[str, str, dict[str, Any]], None]
 
 #: Recovery after an outage is spread over this fraction of the interval: the peak
 #: rate is then at most 1/0.6 = 1.67 times the steady rate.
@@ -78,43 +75,6 @@ PROBE_CAP_OF_INTERVAL = 1.0 - RECOVERY_SPREAD
 #: loop wakes every 20 ms for 20 due jobs rather than every 1 ms for one. Lateness grows
 #: by at most this; its budget is seconds (bench/checkin_cpu.py, docs/performance.md).
 TIMER_SLACK = 0.020
-#: More ids than this added at once are logged as one ``job_added`` line.
-BATCH_LOG_THRESHOLD = 10
-#: watch_many_async adds this many ids between yields to the event loop (about 40 ms
-#: of CPU here: bench/scale.py --adds measures the longest block).
-ADD_CHUNK = 10_000
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    id: str
-    sources: tuple[str, ...]
-    added: float
-    anchor: float
-    due: float
-    order: int = 0
-    in_flight: bool = False
-    removed: bool = False
-    #: Off the heap until released (heartbeat.worker reads its document first).
-    held: bool = False
-    last_success: float | None = None
-    failures: int = 0
-    last_error: str | None = None
-    #: When its first genuine 404 came (heartbeat.drops), or None.
-    pending_drop: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    """A snapshot of one watched job, wall-clock times in seconds since the epoch."""
-
-    id: str
-    sources: tuple[str, ...]
-    last_success: float | None
-    next_due: float | None
-    consecutive_failures: int
-    last_error: str | None
-    in_flight: bool
 
 
 class Scheduler:
@@ -141,8 +101,20 @@ class Scheduler:
         self._rng = rng if rng is not None else random.random
         self._log = logger if logger is not None else structlog.get_logger("heartbeat")
         self._failures = FailureLog(self._log)
-        self._jobs: dict[str, Job] = {}
-        self._source_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        watchlist = self.watchlist = WatchList(
+            self.clock, place=self._place, forget=self._forget, logger=self._log
+        )
+        # The watch list's most used methods, here too: the scheduler is what the
+        # daemon hands around (hb.scheduler.watch_many(...)).
+        self.watch = watchlist.watch
+        self.watch_many = watchlist.watch_many
+        self.watch_many_async = watchlist.watch_many_async
+        self.unwatch = watchlist.unwatch
+        self.drop = watchlist.drop
+        self.job = watchlist.job
+        self.jobs = watchlist.jobs
+        self.job_ids = watchlist.job_ids
+        self.claims = watchlist.claims
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._in_flight = 0
@@ -156,13 +128,11 @@ class Scheduler:
         #: Workers with nothing to do, each waiting for its next job (None: exit).
         self._parked: list[asyncio.Future[Job | None]] = []
         self._stopping = False
-        self._running = False
         #: While paused (the worker is down) nothing is granted; jobs stay watched.
         self.paused = False
         self._ramp_next = -math.inf
         self._periodic: list[list[Any]] = []  # [period, next_at, callback]
         self.outcome_observers: list[OutcomeObserver] = []
-        self.change_observers: list[ChangeObserver] = []
         # Cluster health.
         self.outage = OutageRule()
         self.drops = DropRule()
@@ -174,187 +144,40 @@ class Scheduler:
         self.last_contact_ok: bool | None = None
         self.last_success_at: float | None = None  # monotonic, any job
 
-    # ------------------------------------------------------------------ watch list
+    # ------------------------------------------------------------------ the watch list
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self.watchlist)
 
     def __contains__(self, job_id: object) -> bool:
-        return job_id in self._jobs
+        return job_id in self.watchlist
 
-    def watch(self, job_id: str, source: str = "api") -> bool:
-        """Watch ``job_id`` (validated); True when it was not watched before."""
-        return self.watch_many([job_id], source) == 1
+    @property
+    def change_observers(self) -> list[ChangeObserver]:
+        """The watch list's observers (:mod:`heartbeat.changes`)."""
+        return self.watchlist.observers
 
-    def watch_many(self, job_ids: Iterable[str], source: str) -> int:
-        """Watch several ids at once; returns how many were new. Invalid ids raise
-        before anything changes."""
-        ids = [validate_job_id(job_id) for job_id in job_ids]
-        added = self._add(ids, source)
-        self._announce(added, source)
-        return len(added)
-
-    async def watch_many_async(
-        self, job_ids: Iterable[str], source: str, *, chunk: int = ADD_CHUNK
-    ) -> int:
-        """:meth:`watch_many` for long lists, from async code: the ids are validated,
-        then added, ``chunk`` at a time with a yield to the event loop between chunks,
-        so a million ids never hold the loop for long. Invalid ids raise before
-        anything changes; one ``job_added`` line for the lot, as with watch_many."""
-        ids = list(job_ids)
-        for start in range(0, len(ids), chunk):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            ids[start : start + chunk] = [validate_job_id(i) for i in ids[start : start + chunk]]
-        added: list[str] = []
-        for start in range(0, len(ids), chunk):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            new = self._add(ids[start : start + chunk], source)
-            self._notify_added(new, source)
-            added += new
-            if len(new) >= chunk:
-                # Out of the garbage collector's sight: otherwise its full collections,
-                # each over every object so far, block the loop for seconds while a
-                # million jobs arrive. Jobs and heap entries form no reference cycles,
-                # so reference counting still frees them when they go. Only when the
-                # watch list grows by a whole chunk (a renewal of known ids, as a lease
-                # holder POSTs every minute, freezes nothing), and after collecting the
-                # young generations, so that what is frozen with the jobs is what is
-                # alive, not garbage waiting for a collection.
-                gc.collect(1)
-                gc.freeze()
-        self._announce(added, source, notify=False)
-        return len(added)
-
-    def _interned(self, sources: tuple[str, ...]) -> tuple[str, ...]:
-        """One shared tuple per distinct set of sources: 100,000 jobs from one source
-        hold one ``(source,)`` between them, not 100,000 (48 bytes each)."""
-        return self._source_tuples.setdefault(sources, sources)
-
-    def _add(self, ids: list[str], source: str) -> list[str]:
-        """Watch validated ids; the new ones, announced by the caller (_announce)."""
-        now = self.clock.monotonic()
-        added: list[str] = []
+    def _place(self, jobs: list[Job], now: float) -> None:
+        """New jobs' first due times: the start-up ramp, ``ramp_rate`` a second."""
         spacing = 1.0 / self.schedule.ramp_rate
-        alone = self._interned((source,))
-        for job_id in ids:
-            job = self._jobs.get(job_id)
-            if job is not None:
-                if source not in job.sources:
-                    job.sources = self._interned((*job.sources, source))
-                    self._notify_change("sources", job_id, {"source": source})
-                continue
+        push = self._push
+        for job in jobs:
             due = max(now, self._ramp_next)
             self._ramp_next = due + spacing
-            job = Job(id=job_id, sources=alone, added=now, anchor=due, due=due)
-            self._jobs[job_id] = job
-            self._push(job, due)
-            added.append(job_id)
-        return added
+            job.anchor = due
+            push(job, due)
+        self._wake.set()
 
-    def _announce(self, added: list[str], source: str, *, notify: bool = True) -> None:
-        if len(added) > BATCH_LOG_THRESHOLD:
-            self._log.info("job_added", count=len(added), source=source, sample_job_ids=added[:3])
-        else:
-            for job_id in added:
-                self._log.info("job_added", job_id=job_id, source=source)
-        if notify:
-            self._notify_added(added, source)
-        if added:
-            self._wake.set()
-
-    def _notify_added(self, added: list[str], source: str) -> None:
-        if self.change_observers:
-            fields = {"source": source}
-            for job_id in added:
-                self._notify_change("added", job_id, fields)
-
-    def unwatch(
-        self,
-        job_id: str,
-        reason: str = "unwatched",
-        source: str | None = None,
-        *,
-        log_source: bool = False,
-    ) -> bool:
-        """Stop watching ``job_id``. With ``source``, only that source's claim is
-        withdrawn; the job stays while another source still wants it. ``log_source``
-        adds ``source`` to the ``job_removed`` line."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return False
-        if source is not None and source not in job.sources:
-            return False
-        if source is not None and len(job.sources) > 1:
-            job.sources = self._interned(tuple(s for s in job.sources if s != source))
-            self._notify_change("sources", job_id, {"removed_source": source})
-            return False
-        self._remove(job)
-        if log_source:
-            self._log.info("job_removed", job_id=job_id, reason=reason, source=source)
-        else:
-            self._log.info("job_removed", job_id=job_id, reason=reason)
-        self._notify_change("removed", job_id, {"reason": reason})
-        return True
-
-    def job(self, job_id: str) -> JobView | None:
-        job = self._jobs.get(job_id)
-        return None if job is None else self._view(job)
-
-    def jobs(self) -> list[JobView]:
-        return [self._view(job) for job in self._jobs.values()]
-
-    def job_ids(self) -> list[str]:
-        return list(self._jobs)
-
-    def sources(self) -> dict[str, tuple[str, ...]]:
-        """Every watched id with the sources that asked for it (for the state file)."""
-        return {job.id: job.sources for job in self._jobs.values()}
-
-    def _view(self, job: Job) -> JobView:
-        offset = self.clock.wall() - self.clock.monotonic()
-        return JobView(
-            id=job.id,
-            sources=job.sources,
-            last_success=None if job.last_success is None else job.last_success + offset,
-            next_due=None if job.in_flight else job.due + offset,
-            consecutive_failures=job.failures,
-            last_error=job.last_error,
-            in_flight=job.in_flight,
-        )
-
-    def outcome_rows(self) -> list[tuple[str, float | None, int, str | None]]:
-        """``(id, last_success as wall-clock time, consecutive failures, last error)``
-        of every job, for the state file."""
-        offset = self.clock.wall() - self.clock.monotonic()
-        return [
-            (
-                job.id,
-                None if job.last_success is None else job.last_success + offset,
-                job.failures,
-                job.last_error,
-            )
-            for job in self._jobs.values()
-        ]
-
-    def restore_outcome(
-        self, job_id: str, last_success: float | None, failures: int, last_error: str | None
-    ) -> None:
-        """Give a watched job the outcomes saved before a restart (``last_success`` a
-        wall-clock time): a job that had gone long without a success is at risk at once."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return
-        offset = self.clock.wall() - self.clock.monotonic()
-        job.last_success = None if last_success is None else last_success - offset
-        job.failures = failures
-        job.last_error = last_error
+    def _forget(self, job: Job) -> None:
+        """A job left the watch list: its pending drop, if any, no longer counts."""
+        if job.pending_drop is not None:
+            job.pending_drop = None
+            self.drops.cleared(watched=len(self.watchlist))
 
     def ramp_oldest_first(self) -> None:
         """Re-order the start-up ramp: the jobs whose last success is oldest (or that
         never succeeded) are checked in first. Only jobs not yet checked in move."""
-        waiting = [job for job in self._jobs.values() if not job.in_flight]
+        waiting = [job for job in self.watchlist.records() if not job.in_flight]
         if not waiting:
             return
         waiting.sort(key=lambda j: -math.inf if j.last_success is None else j.last_success)
@@ -366,39 +189,10 @@ class Scheduler:
             self._push(job, due)
         self._ramp_next = start + len(waiting) * spacing
 
-    def oldest_success(self) -> float | None:
-        """Monotonic time of the least recent success (a never-checked-in job counts
-        from when it was added)."""
-        if not self._jobs:
-            return None
-        return min(
-            job.last_success if job.last_success is not None else job.added
-            for job in self._jobs.values()
-        )
-
-    def success_times(self) -> list[float]:
-        """Every job's monotonic time of its last success (or of being added), unordered:
-        one pass over the watch list for scrape-time gauges (heartbeat.health)."""
-        return [
-            job.last_success if job.last_success is not None else job.added
-            for job in self._jobs.values()
-        ]
-
-    def _remove(self, job: Job) -> None:
-        job.removed = True
-        del self._jobs[job.id]
-        if job.pending_drop is not None:
-            job.pending_drop = None
-            self.drops.cleared(watched=len(self._jobs))
-
     @property
     def pending_drops(self) -> int:
         """Jobs whose first genuine 404 waits for its confirmation."""
         return self.drops.pending
-
-    def _notify_change(self, change: str, job_id: str, fields: dict[str, Any]) -> None:
-        for observer in self.change_observers:
-            observer(change, job_id, fields)
 
     # ------------------------------------------------------------------ settings
 
@@ -419,7 +213,7 @@ class Scheduler:
             self._check_in = check_in
         if shorter:
             now = self.clock.monotonic()
-            for job in self._jobs.values():
+            for job in self.watchlist.records():
                 if not job.in_flight and job.due > now + schedule.interval:
                     job.anchor = now + schedule.interval
                     self._push(job, job.anchor)
@@ -494,7 +288,7 @@ class Scheduler:
     def hold(self, job_id: str) -> bool:
         """Keep one job from being checked in until :meth:`release` (a request already
         in flight finishes). False when it is not watched."""
-        job = self._jobs.get(job_id)
+        job = self.watchlist.get(job_id)
         if job is None:
             return False
         job.held = True
@@ -502,7 +296,7 @@ class Scheduler:
 
     def release(self, job_id: str) -> None:
         """Let a held job be checked in again, at its due time (or now, if past)."""
-        job = self._jobs.get(job_id)
+        job = self.watchlist.get(job_id)
         if job is not None and job.held:
             job.held = False
             if not job.in_flight:
@@ -517,31 +311,27 @@ class Scheduler:
 
     async def run(self) -> None:
         """Check jobs in until :meth:`stop`."""
-        self._running = True
-        try:
-            async with anyio.create_task_group() as tg:
-                while not self._stopping:
-                    self._wake.clear()
-                    now = self.clock.monotonic()
-                    self._tick(now)
-                    self._grant(now, tg)
-                    wakeup = self.next_wakeup()
-                    self._deadline = math.inf if wakeup is None else wakeup
-                    self._slots_full = self._in_flight >= self._limit
-                    if self._wake.is_set():
-                        await anyio.lowlevel.checkpoint()  # let others run; look again
-                    elif wakeup is None:
-                        await self._wake.wait()
-                    else:
-                        # A timer, not a cancel scope: this runs once per check-in or so.
-                        timer = self.clock.call_at(wakeup + self._slack, self._wake.set)
-                        await self._wake.wait()
-                        timer.cancel()
-                    self._deadline = -math.inf
-                    self._slots_full = False
-                await self._drain(tg)
-        finally:
-            self._running = False
+        async with anyio.create_task_group() as tg:
+            while not self._stopping:
+                self._wake.clear()
+                now = self.clock.monotonic()
+                self._tick(now)
+                self._grant(now, tg)
+                wakeup = self.next_wakeup()
+                self._deadline = math.inf if wakeup is None else wakeup
+                self._slots_full = self._in_flight >= self._limit
+                if self._wake.is_set():
+                    await anyio.lowlevel.checkpoint()  # let others run; look again
+                elif wakeup is None:
+                    await self._wake.wait()
+                else:
+                    # A timer, not a cancel scope: this runs once per check-in or so.
+                    timer = self.clock.call_at(wakeup + self._slack, self._wake.set)
+                    await self._wake.wait()
+                    timer.cancel()
+                self._deadline = -math.inf
+                self._slots_full = False
+            await self._drain(tg)
 
     async def _drain(self, tg: TaskGroup) -> None:
         parked, self._parked = self._parked, []
@@ -690,7 +480,7 @@ class Scheduler:
             case NotFound(reason=reason, status=status):
                 self._not_found(job, now, reason, status)
             case Rejected(reason=reason, status=status):
-                self._drop(job, "rejected", status=status, server_reason=reason)
+                self.drop(job.id, "rejected", status=status, server_reason=reason)
             case Unauthorized() | Misrouted() | Retryable():
                 self._failed(job, outcome, now, probe=probe)
 
@@ -704,7 +494,7 @@ class Scheduler:
             drops.answered(job.id)
             if job.pending_drop is not None:  # the 404 lasted a moment: it costs nothing
                 job.pending_drop = None
-                drops.cleared(watched=len(self._jobs))
+                drops.cleared(watched=len(self.watchlist))
         schedule = self.schedule
         job.anchor, due = backoff.next_due(
             job.anchor, now=now, interval=schedule.interval, jitter=schedule.jitter, u=self._rng()
@@ -717,10 +507,14 @@ class Scheduler:
         """A genuine 404: pending, deferred by a storm, or dropped (heartbeat.drops)."""
         schedule = self.schedule
         verdict = self.drops.not_found(
-            job.id, job.pending_drop, now, watched=len(self._jobs), idle_after=schedule.idle_after
+            job.id,
+            job.pending_drop,
+            now,
+            watched=len(self.watchlist),
+            idle_after=schedule.idle_after,
         )
         if verdict == "drop":
-            self._drop(job, "not_found", status=status, server_reason=reason)
+            self.drop(job.id, "not_found", status=status, server_reason=reason)
             return
         job.failures += 1
         job.last_error = f"not_found: {reason}"
@@ -737,7 +531,7 @@ class Scheduler:
             self._log.warning(
                 "drop_storm_deferred",
                 count=self.drops.pending,
-                watched=len(self._jobs),
+                watched=len(self.watchlist),
                 idle_after=schedule.idle_after,
             )
         # A storm: checked in every interval as usual, until its 404s last idle_after.
@@ -749,24 +543,9 @@ class Scheduler:
     def not_found(self, job_id: str, outcome: NotFound) -> None:
         """A genuine 404 for ``job_id`` learnt outside a check-in (a status read):
         the drop rule applies as to a check-in's. Ignored while it is checked in."""
-        job = self._jobs.get(job_id)
+        job = self.watchlist.get(job_id)
         if job is not None and not job.in_flight:
             self._not_found(job, self._monotonic(), outcome.reason, outcome.status)
-
-    def drop(self, job_id: str, reason: str, **fields: Any) -> bool:
-        """Stop watching ``job_id`` whichever sources asked for it, because Elasticsearch
-        says it is over: logs ``job_dropped`` with ``reason`` and ``fields``. False when
-        it was not watched."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return False
-        self._drop(job, reason, **fields)
-        return True
-
-    def _drop(self, job: Job, reason: str, **fields: Any) -> None:
-        self._remove(job)
-        self._log.warning("job_dropped", job_id=job.id, reason=reason, **fields)
-        self._notify_change("dropped", job.id, {"reason": reason, **fields, "sources": job.sources})
 
     def _failed(
         self, job: Job, outcome: Unauthorized | Misrouted | Retryable, now: float, *, probe: bool
@@ -832,7 +611,7 @@ class Scheduler:
         self, job: Job, now: float, outcome: Unauthorized | Misrouted | Retryable
     ) -> None:
         rule = self.outage
-        watched = len(self._jobs)
+        watched = len(self.watchlist)
         max_in_flight = self.schedule.max_in_flight
         started = rule.failure(
             job.id, cause_of(outcome), now, watched=watched, max_in_flight=max_in_flight
@@ -871,13 +650,13 @@ class Scheduler:
             "elasticsearch_recovered",
             duration_s=round(duration, 3),
             probes=self._probes,
-            jobs=len(self._jobs),
+            jobs=len(self.watchlist),
         )
         self._respread(now)
 
     def _respread(self, now: float) -> None:
         """After an outage: everyone due again, oldest success first, spread out."""
-        waiting = [job for job in self._jobs.values() if not job.in_flight]
+        waiting = [job for job in self.watchlist.records() if not job.in_flight]
         waiting.sort(key=lambda j: j.last_success if j.last_success is not None else -math.inf)
         spread = self.schedule.interval * RECOVERY_SPREAD
         count = len(waiting)

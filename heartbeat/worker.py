@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import structlog
 
+from heartbeat.changes import Change, JobDropped, JobRemoved, JobsAdded
 from heartbeat.config import WorkerSettings
 from heartbeat.liveness import (
     Alive,
@@ -217,12 +218,14 @@ class WorkerMonitor:
                 **current.current.describe(),
             )
 
-    def _on_change(self, change: str, job_id: str, _fields: dict[str, Any]) -> None:
-        if change == "added":
+    def _on_change(self, change: Change) -> None:
+        if isinstance(change, JobsAdded):
             incarnation = self.incarnation
             if incarnation is not None and incarnation.start is not None:
-                self._enqueue(job_id, hold=True)
-        elif change in ("removed", "dropped"):
+                for job_id in change.job_ids:
+                    self._enqueue(job_id, hold=True)
+        elif isinstance(change, JobRemoved | JobDropped):
+            job_id = change.job_id
             self._to_read.pop(job_id, None)
             self._retry.pop(job_id, None)
             if self._pass is not None and job_id in self._pass.remaining:

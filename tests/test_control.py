@@ -311,7 +311,7 @@ async def test_bulk_watch_is_all_or_nothing(es: ES, sockdir: Path) -> None:
                 good = await call("POST", "/jobs", {"ids": ["b-1", "b-2", "b-3", "b-2"]})
                 assert good.status == 200
                 assert good.json == {"added": ["b-2", "b-3"], "already_watched": ["b-1"]}
-            assert hb.scheduler.sources() == {
+            assert hb.scheduler.claims() == {
                 "b-1": ("config", "control"),
                 "b-2": ("control",),
                 "b-3": ("control",),
@@ -609,7 +609,7 @@ async def test_cli_subprocess_over_socket_and_tcp(es: ES, sockdir: Path, tmp_pat
                 [*cli, "--config", str(config_file), "add", "sub-1"], check=False
             )
             assert (added.returncode, added.stdout) == (0, b"added: sub-1\n")
-            assert hb.scheduler.sources() == {"sub-1": ("control",)}
+            assert hb.scheduler.claims() == {"sub-1": ("control",)}
             by_file = await anyio.run_process(
                 [
                     *cli,

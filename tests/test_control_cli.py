@@ -44,7 +44,7 @@ async def test_adding_many_ids_goes_in_batches_under_the_body_limit(es: ES, ids:
         sock = tmp / "c.sock"
         async with running(make_config(es.url, ids=ids[:10], socket=sock)) as (hb, _, _):
             code, out, err = await jobs_cli("--socket", str(sock), "add", *ids)
-            watched = set(hb.scheduler.sources())
+            watched = set(hb.scheduler.claims())
     assert code == 0, err
     assert watched == set(ids)
     lines = out.splitlines()
@@ -80,7 +80,7 @@ async def test_jobs_finds_the_daemon_from_control_listen_and_token_file(
             )
             code, out, err = await jobs_cli("--config", str(file), "add", "by-listen")
             assert (code, out, err) == (0, "added: by-listen\n", "")
-            assert "by-listen" in hb.scheduler.sources()
+            assert "by-listen" in hb.scheduler.claims()
             # Without the token file, the daemon's 401 is reported, naming what to give.
             file.write_text(f"[control]\nlisten = '127.0.0.1:{port}'\n")
             code, _, err = await jobs_cli("--config", str(file), "list")

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 from structlog.testing import capture_logs
 
+from heartbeat.changes import Change, JobDropped
 from heartbeat.clock import ManualClock
 from heartbeat.config import BackoffSettings, Config, ScheduleSettings
 from heartbeat.daemon import Heartbeat
@@ -68,8 +69,8 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
     reads = Reads(clock, {"b": {"status": "canceling"}, "c": {"status": "completed"}})
     scheduler, checker = make(clock, reads, 300.0)
     scheduler.watch_many(["a", "b", "c"], "test")
-    changes: list[tuple[str, str, dict[str, Any]]] = []
-    scheduler.change_observers.append(lambda *change: changes.append(change))
+    changes: list[Change] = []
+    scheduler.change_observers.append(changes.append)
     with anyio.fail_after(10), capture_logs() as logs:
         async with anyio.create_task_group() as tg:
             tg.start_soon(checker.run)
@@ -99,8 +100,8 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
         },
     ]
     assert changes == [
-        ("dropped", "b", {"reason": "finished", "job_status": "canceling", "sources": ("test",)}),
-        ("dropped", "c", {"reason": "finished", "job_status": "completed", "sources": ("test",)}),
+        JobDropped("b", "finished", ("test",), job_status="canceling"),
+        JobDropped("c", "finished", ("test",), job_status="completed"),
     ]
     canceling = [e for e in logs if e["event"] == "job_canceling"]
     assert canceling == [{"event": "job_canceling", "log_level": "info", "job_id": "b"}]

@@ -169,7 +169,7 @@ async def test_watch_and_unwatch_through_the_stream(
             ]:
                 await redis.xadd(stream, {"op": op, "id": job_id})
             await until(lambda: settled(redis, stream))
-            assert hb.scheduler.sources() == {"c": ("config",), "b": ("queue",), "y": ("queue",)}
+            assert hb.scheduler.claims() == {"c": ("config",), "b": ("queue",), "y": ("queue",)}
             saved = json.loads((tmp_path / FILENAME).read_text())["jobs"]
             assert saved == {"c": ["config"], "b": ["queue"], "y": ["queue"]}
     removed = {(e["job_id"], e["reason"]) for e in logs if e["event"] == "job_removed"}

@@ -79,7 +79,7 @@ async def test_chunked_adds_keep_every_id_and_the_same_ramp() -> None:
     assert [entry["count"] for entry in added] == [len(IDS)]  # one line for the lot
     # Again: nothing new, and a second source's claim reaches every job.
     assert await a.watch_many_async(IDS, "control", chunk=100) == 0
-    assert set(a.sources().values()) == {("config", "control")}
+    assert set(a.claims().values()) == {("config", "control")}
 
 
 async def test_the_loop_runs_between_chunks() -> None:

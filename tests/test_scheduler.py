@@ -542,9 +542,9 @@ async def test_the_start_up_ramp_checks_in_the_oldest_success_first(
     scheduler.watch_many(["fresh", "never", "stale", "older"], "state")
     wall = clock.wall()
     # As restored from the state file: last successes 10 s, 250 s and 100 s ago.
-    scheduler.restore_outcome("fresh", wall - 10, 0, None)
-    scheduler.restore_outcome("stale", wall - 250, 3, "timeout: no answer within 10 s")
-    scheduler.restore_outcome("older", wall - 100, 0, None)
+    scheduler.watchlist.restore_outcome("fresh", wall - 10, 0, None)
+    scheduler.watchlist.restore_outcome("stale", wall - 250, 3, "timeout: no answer within 10 s")
+    scheduler.watchlist.restore_outcome("older", wall - 100, 0, None)
     scheduler.ramp_oldest_first()
     async with running(scheduler):
         await run_until(clock, scheduler, 1)

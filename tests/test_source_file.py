@@ -159,9 +159,9 @@ async def test_an_id_also_wanted_by_another_source_stays(es: ES, tmp_path: Path)
     path.write_text("shared\n")
     with capture_logs() as logs, anyio.fail_after(10):
         async with running(make_config(es.url, ids=["shared"], file=path)) as (hb, _, _):
-            assert hb.scheduler.sources()["shared"] == ("config", "file")
+            assert hb.scheduler.claims()["shared"] == ("config", "file")
             replace(path, "")
-            await until(lambda: hb.scheduler.sources()["shared"] == ("config",))
+            await until(lambda: hb.scheduler.claims()["shared"] == ("config",))
             await anyio.sleep(0.3)
             assert "shared" in hb.scheduler
     assert events(logs, "job_removed") == []
@@ -253,7 +253,7 @@ async def test_restored_file_ids_are_reconciled_with_the_file(es: ES, tmp_path: 
     path.write_text("keep\n")
     with capture_logs() as logs, anyio.fail_after(10):
         async with running(config) as (hb, _, _):
-            assert hb.scheduler.sources() == {"keep": ("file",), "mine": ("control",)}
+            assert hb.scheduler.claims() == {"keep": ("file",), "mine": ("control",)}
     assert [(e["job_id"], e["reason"]) for e in events(logs, "job_removed")] == [("gone", "source")]
 
 

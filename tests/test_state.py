@@ -178,7 +178,7 @@ async def test_restore_keeps_each_sources_claims(es: ES, tmp_path: Path) -> None
     with capture_logs() as logs, anyio.fail_after(10):
         async with running(make_config(es.url, ids=["cfg-kept"], state=state)) as (hb, _, _):
             # The config is the truth for its own ids; control's claims are kept.
-            assert hb.scheduler.sources() == {
+            assert hb.scheduler.claims() == {
                 "cfg-kept": ("config", "control"),
                 "ctl": ("control",),
             }

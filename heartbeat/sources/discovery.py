@@ -103,10 +103,7 @@ class DiscoverySource:
             log.info("discovery_recovered", failures=self._failures)
             self._failures = 0
         # Claimed after restarts too, through the state file.
-        current = feed.claimed(NAME)
-        feed.watch_many(sorted(found - current), NAME)
-        for job_id in sorted(current - found):
-            feed.release(job_id, source=NAME, reason="discovery")
+        feed.replace_claims(NAME, sorted(found), reason="discovery")
 
     async def list_ours(
         self,
