@@ -39,7 +39,7 @@ import random
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -51,18 +51,14 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from heartbeat import backoff, logs
-from heartbeat.config import (
-    BackoffSettings,
-    Config,
-    QueueSettings,
-    parse_shard,
-    redact_url,
-    url_password,
-)
+from heartbeat.config import Config, QueueSettings, parse_shard, redact_url, url_password
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
 from heartbeat.leases import check_ttl
 from heartbeat.sources.base import Feed
+
+if TYPE_CHECKING:
+    from heartbeat.config import BackoffSettings
 
 log = structlog.get_logger("heartbeat")
 
@@ -179,17 +175,17 @@ def apply(
             given = ttls[index] if ttls is not None else None
             ttl = given if given is not None else (default_ttl or None)
             if run and ttl != run_ttl:
-                added += feed.watch_many(run, NAME, ttl=run_ttl)
+                added += feed.claim_many(run, NAME, ttl=run_ttl)
                 run = []
             run.append(job_id)
             run_ttl = ttl
             continue
         if run:
-            added += feed.watch_many(run, NAME, ttl=run_ttl)
+            added += feed.claim_many(run, NAME, ttl=run_ttl)
             run = []
         removed += feed.release(job_id, source=NAME, reason="source")
     if run:
-        added += feed.watch_many(run, NAME, ttl=run_ttl)
+        added += feed.claim_many(run, NAME, ttl=run_ttl)
     return added, removed
 
 
@@ -217,15 +213,11 @@ class QueueSource:
     name = NAME
 
     def __init__(
-        self,
-        settings: QueueSettings,
-        *,
-        backoff: BackoffSettings | None = None,
-        rng: Any = None,
+        self, settings: QueueSettings, *, backoff_settings: BackoffSettings, rng: Any = None
     ) -> None:
         self.settings = settings
         #: ``[backoff]``: the delays between two reconnections.
-        self.backoff = backoff if backoff is not None else BackoffSettings()
+        self.backoff = backoff_settings
         self._rng = rng if rng is not None else random.random
         self._changed = anyio.Event()
         self._session: anyio.CancelScope | None = None
