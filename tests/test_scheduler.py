@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from heartbeat.clock import ManualClock
 from heartbeat.config import BackoffSettings, ScheduleSettings
+from heartbeat.outage import RECOVERY_SPREAD
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
@@ -27,7 +28,7 @@ from heartbeat.outcomes import (
     Success,
     Unauthorized,
 )
-from heartbeat.scheduler import RECOVERY_SPREAD, Scheduler
+from heartbeat.scheduler import Scheduler
 
 T0 = 1000.0
 OK = Success(200)
