@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable
 
+from heartbeat import chunked
 from heartbeat.outage import recovery_times
 from heartbeat.watchlist import Job
 
@@ -84,16 +85,35 @@ class Deadlines:
             self.push(job, due)
         self._wake()
 
-    def ramp_oldest_first(self, jobs: Iterable[Job], ramp_rate: float) -> None:
+    def ramp_oldest_first(
+        self, jobs: Iterable[Job], ramp_rate: float, chunk: int = chunked.STEP
+    ) -> chunked.Steps[None]:
         """Re-order the start-up ramp: the jobs whose last success is oldest (or that
-        never succeeded) are checked in first. Only jobs not yet checked in move."""
-        waiting = [job for job in jobs if not job.in_flight]
+        never succeeded) are checked in first. Only jobs not yet checked in move.
+
+        Steps (:mod:`heartbeat.chunked`: drain them, at once or from async code):
+        sorted a chunk at a time, then merged (both stable: the order one sort of the
+        whole list gives), so that a million jobs never hold the loop for long."""
+        every = list(jobs)
+        waiting: list[Job] = []
+        for first in range(0, len(every), chunk):
+            waiting += [job for job in every[first : first + chunk] if not job.in_flight]
+            yield
+        del every
         if not waiting:
             return
-        waiting.sort(key=lambda j: -math.inf if j.last_success is None else j.last_success)
-        start = min(job.due for job in waiting)
+        runs = []
+        start = math.inf
+        for first in range(0, len(waiting), chunk):
+            if first:
+                yield
+            run = sorted(waiting[first : first + chunk], key=_success_key)
+            start = min(start, min(job.due for job in run))
+            runs.append(run)
         spacing = 1.0 / ramp_rate
-        for index, job in enumerate(waiting):
+        for index, job in enumerate(heapq.merge(*runs, key=_success_key)):
+            if index and not index % chunk:
+                yield
             due = start + index * spacing
             job.anchor = due
             self.push(job, due)
@@ -103,7 +123,7 @@ class Deadlines:
         """After an outage: everyone due again, oldest success first, spread out
         (:func:`heartbeat.outage.recovery_times`)."""
         waiting = [job for job in jobs if not job.in_flight]
-        waiting.sort(key=lambda j: j.last_success if j.last_success is not None else -math.inf)
+        waiting.sort(key=_success_key)
         self._heap = []
         for job, due in zip(waiting, recovery_times(now, len(waiting), interval), strict=True):
             job.anchor = due
@@ -117,3 +137,8 @@ class Deadlines:
             if not job.in_flight and job.due > now + interval:
                 job.anchor = now + interval
                 self.push(job, job.anchor)
+
+
+def _success_key(job: Job) -> float:
+    """Oldest success first; a job that never succeeded before any."""
+    return -math.inf if job.last_success is None else job.last_success

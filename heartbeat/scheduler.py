@@ -40,6 +40,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
+from heartbeat import chunked
 from heartbeat.changes import ChangeObserver
 from heartbeat.clock import Clock, SystemClock
 from heartbeat.completion import Completion
@@ -146,7 +147,14 @@ class Scheduler:
 
     def ramp_oldest_first(self) -> None:
         """After a restore: the jobs whose last success is oldest go first."""
-        self.deadlines.ramp_oldest_first(self.watchlist.records(), self.schedule.ramp_rate)
+        chunked.drain(self._ramp_steps())
+
+    async def ramp_oldest_first_async(self) -> None:
+        """:meth:`ramp_oldest_first`, yielding to the event loop between chunks."""
+        await chunked.drain_async(self._ramp_steps(), freeze=True)
+
+    def _ramp_steps(self) -> chunked.Steps[None]:
+        return self.deadlines.ramp_oldest_first(self.watchlist.records(), self.schedule.ramp_rate)
 
     @property
     def pending_drops(self) -> int:
