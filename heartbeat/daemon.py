@@ -24,9 +24,10 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import logs, restart
+from heartbeat import restart
 from heartbeat.changes import Change, JobDropped, JobsAdded
 from heartbeat.client import Client
+from heartbeat.clients import Clients
 from heartbeat.clock import Clock
 from heartbeat.config import Config
 from heartbeat.finished import StatusChecker
@@ -62,27 +63,18 @@ APPLIED = [
 ]
 
 
-def register_secrets(config: Config) -> None:
-    es = config.elasticsearch
-    for secret in (es.api_key, es.password, es.bearer_token):
-        if secret is not None:
-            logs.register_secret(secret.get_secret_value())
-
-
 class Heartbeat:
     """Checks watched sync jobs in, inside the caller's event loop."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         self.config = config
-        register_secrets(config)
         # Outlives every client (a reload builds a new one): the expected cluster.
         self.identity = ClusterIdentity(
             config.elasticsearch.cluster_uuid, on_change=self._identity_changed
         )
-        self._client = self._new_client(config)
-        self.identity.forget([host.url for host in self._client.pool.hosts])
+        self._clients = Clients(config, self.identity)
         self.scheduler = Scheduler(
-            self._client.check_in,
+            self._clients.current.check_in,
             schedule=config.schedule,
             backoff_settings=config.backoff,
             clock=clock,
@@ -91,7 +83,7 @@ class Heartbeat:
         )
         # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
         self.status_checker = StatusChecker(
-            lambda job_id: self._client.get_job(job_id),
+            lambda job_id: self._clients.current.get_job(job_id),
             self.scheduler,
             config.schedule.status_check_interval,
             canceling_grace=config.schedule.canceling_grace,
@@ -100,11 +92,10 @@ class Heartbeat:
         self.worker: WorkerMonitor | None = None
         if config.worker.enabled:
             self.worker = WorkerMonitor(
-                config.worker, self.scheduler, lambda job_id: self._client.get_job(job_id)
+                config.worker, self.scheduler, lambda job_id: self.client.get_job(job_id)
             )
         self._tg: TaskGroup | None = None
         self._services: TaskGroup | None = None
-        self._retired: list[Client] = []
         #: Claims that expire unless renewed (heartbeat.leases).
         self.leases = LeaseKeeper(self.scheduler)
         #: Dropped jobs, kept so that a drop can be undone (heartbeat.memory).
@@ -130,14 +121,8 @@ class Heartbeat:
 
     @property
     def client(self) -> Client:
-        return self._client
-
-    def _new_client(self, config: Config) -> Client:
-        return Client(
-            config.elasticsearch,
-            max_in_flight=config.schedule.max_in_flight,
-            identity=self.identity,
-        )
+        """The Elasticsearch client in use (a reload may replace it)."""
+        return self._clients.current
 
     def _watch_list_changed(self, change: Change) -> None:
         if isinstance(change, JobDropped):
@@ -175,7 +160,7 @@ class Heartbeat:
         if self.state is not None:
             # First, before anything is opened: ConfigError if another process uses it.
             self.state.lock()
-        await self._client.open()
+        await self.client.open()
         if self.state is not None:
             # The saved watch list and what is kept beside it, before any source.
             await restart.restore(
@@ -250,8 +235,7 @@ class Heartbeat:
                 if self.state is not None:
                     restart.save_on_exit(self.state)
                 with anyio.CancelScope(shield=True):
-                    for client in (*self._retired, self._client):
-                        await client.close()
+                    await self._clients.close()
 
     def start_soon(self, func: Any, *args: Any, name: str | None = None) -> None:
         """Run a helper task (a source, a listener) for as long as the Heartbeat runs."""
@@ -365,25 +349,10 @@ class Heartbeat:
         """How many ids each source claims."""
         return self.scheduler.watchlist.claim_counts()
 
-    def _needs_client(self, new: Config) -> bool:
-        old = self.config
-        return (
-            old.elasticsearch != new.elasticsearch
-            or old.schedule.max_in_flight != new.schedule.max_in_flight
-        )
-
     async def prepare_client(self, new: Config) -> Client | None:
         """The client ``new`` needs, opened (its TLS context built), or None when the
         running one will do. Raises ConfigError; nothing running is touched."""
-        if not self._needs_client(new):
-            return None
-        client = self._new_client(new)
-        try:
-            await client.open()
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        return await self._clients.prepare(self.config, new)
 
     async def apply(self, new: Config, *, client: Client | None = None) -> list[str]:
         """Apply a new configuration in place; returns the sections that changed.
@@ -392,18 +361,12 @@ class Heartbeat:
         that a reload that cannot build it changes nothing); else built here."""
         old = self.config
         changed = [section for section in APPLIED if getattr(old, section) != getattr(new, section)]
-        register_secrets(new)
         check_in = None
         if client is None:
             client = await self.prepare_client(new)
         if client is not None:
-            self.identity.pin(new.elasticsearch.cluster_uuid)
-            self.identity.forget([host.url for host in client.pool.hosts])
-            # In-flight requests finish on the old session; it is closed at exit.
-            for retired in self._retired:
-                await retired.close()
-            self._retired = [self._client]
-            self._client = client
+            # In-flight requests finish on the old session; it is closed later.
+            await self._clients.swap(client, new.elasticsearch.cluster_uuid)
             check_in = client.check_in
         self.scheduler.reconfigure(
             schedule=new.schedule, backoff_settings=new.backoff, check_in=check_in

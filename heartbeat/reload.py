@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
@@ -29,8 +29,8 @@ from heartbeat.config import Config
 from heartbeat.errors import ConfigError
 
 if TYPE_CHECKING:
-    from heartbeat.daemon import Heartbeat
-    from heartbeat.sources import Source
+    from heartbeat.client import Client
+    from heartbeat.sources.base import Source
 
 log = structlog.get_logger("heartbeat")
 
@@ -38,6 +38,20 @@ log = structlog.get_logger("heartbeat")
 CONTROL_START_ONLY = ("socket", "listen", "allow_remote")
 METRICS_START_ONLY = ("listen", "allow_remote")
 KEPT = "running configuration"
+
+
+class Reloadable(Protocol):
+    """What a reload changes: a :class:`~heartbeat.daemon.Heartbeat`, as far as the
+    configuration goes (applied in place, the client prepared first)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    async def prepare_client(self, new: Config) -> Client | None: ...
+
+    async def apply(self, new: Config, *, client: Client | None = None) -> list[str]: ...
+
+    def watching(self) -> int: ...
 
 
 def start_only_changes(old: Config, new: Config) -> list[str]:
@@ -101,7 +115,7 @@ def _applied(changed: list[str], config: Config) -> list[str]:
     return [section for section in changed if on.get(section, True)]
 
 
-async def reload(hb: Heartbeat, path: Path | None, sources: Sequence[Source] = ()) -> bool:
+async def reload(hb: Reloadable, path: Path | None, sources: Sequence[Source] = ()) -> bool:
     """Re-read ``path`` and apply it; False (running configuration kept) on any failure."""
     if path is None:
         log.warning("config_reload_failed", error="no configuration file to re-read", kept=KEPT)
