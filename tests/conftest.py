@@ -7,8 +7,10 @@ from typing import NamedTuple
 
 import pytest
 
+from heartbeat.clock import ManualClock
 from heartbeat.emulator import Emulator, serve
 from tests.helpers_redis import RedisServer
+from tests.helpers_scheduler import T0, Script
 
 # -- Elasticsearch emulator -------------------------------------------------------------
 # `emulator` is a fresh in-memory Emulator (configure it before the first request:
@@ -63,3 +65,18 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
+
+
+# -- the scheduler on a manual clock ---------------------------------------------------
+# `clock` is a ManualClock at tests.helpers_scheduler.T0; `script` a Script (the scripted
+# check-in function) on it. A module with a clock of its own overrides `clock`.
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=T0)
+
+
+@pytest.fixture
+def script(clock: ManualClock) -> Script:
+    return Script(clock)

@@ -1,6 +1,6 @@
-"""Helpers for the control API, watch file and state tests: a Heartbeat with its
-sources in this process, an HTTP client for the control API (Unix socket or TCP, raw
-paths sent verbatim), short socket paths and config files for daemon subprocesses.
+"""Helpers for the control API, watch file and state tests: their config layer, an
+HTTP client for the control API (Unix socket or TCP, raw paths sent verbatim), short
+socket paths and config files for daemon subprocesses.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from heartbeat.config import (
-    Config,
-    ControlSettings,
-    ElasticsearchSettings,
-    JobsSettings,
-    ScheduleSettings,
-    StateSettings,
-)
-from heartbeat.control import ControlSource
-from heartbeat.daemon import Heartbeat
-from heartbeat.sources.file import FileSource
+from tests.support import Sections
 
 
 @contextmanager
@@ -41,37 +31,14 @@ def short_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def make_config(
-    url: str,
-    *,
-    ids: Sequence[str] = (),
-    file: Path | None = None,
-    state: Path | None = None,
-    **control: Any,
-) -> Config:
-    return Config(
-        elasticsearch=ElasticsearchSettings(hosts=[url], request_timeout=5),
-        schedule=ScheduleSettings(interval=30, jitter=0, shutdown_timeout=1),
-        jobs=JobsSettings(ids=list(ids), file=file),
-        state=StateSettings(dir=state),
-        control=ControlSettings(**{"socket": None, **control}),
-    )
-
-
-@asynccontextmanager
-async def running(
-    config: Config, *, poll_interval: float = 0.1
-) -> AsyncIterator[tuple[Heartbeat, FileSource, ControlSource | None]]:
-    """A Heartbeat with the file source (fast polling) and, when configured, the
-    control API, as ``heartbeat run`` starts them."""
-    async with Heartbeat(config) as hb:
-        file_source = FileSource(config.jobs.file, poll_interval=poll_interval, settle=0.05)
-        await hb.start(file_source.run, hb)
-        control = None
-        if config.control.socket is not None or config.control.listen is not None:
-            control = ControlSource(config.control)
-            await hb.start(control.run, hb)
-        yield hb, file_source, control
+#: The layer for these tests: a check-in every 30 s (none due while a test runs), no
+#: jitter, a quick stop, no state and no control API unless a test sets them.
+QUIET: Sections = {
+    "elasticsearch": {"request_timeout": 5},
+    "schedule": {"interval": 30, "jitter": 0, "shutdown_timeout": 1},
+    "state": {"dir": None},
+    "control": {"socket": None},
+}
 
 
 class Answer:
@@ -116,33 +83,12 @@ async def api_client(
         yield call
 
 
-def daemon_config(
-    path: Path,
-    url: str,
-    *,
-    socket: Path | None = None,
-    state: Path | None = None,
-    file: Path | None = None,
-    ids: Sequence[str] = (),
-) -> Path:
-    """A config file for ``heartbeat run`` in a subprocess: JSON logs, the emulator."""
-    lines = [
-        "[elasticsearch]",
-        f"hosts = [{json.dumps(url)}]",
-        "request_timeout = 5",
-        "[schedule]",
-        "interval = 30",
-        "jitter = 0",
-        "shutdown_timeout = 2",
-        "[jobs]",
-        f"ids = {json.dumps(list(ids))}",
-    ]
-    if file is not None:
-        lines.append(f"file = {json.dumps(str(file))}")
-    if state is not None:
-        lines += ["[state]", f"dir = {json.dumps(str(state))}"]
-    lines += ["[control]", f"socket = {json.dumps(str(socket) if socket else '')}"]
-    lines += ["[logging]", 'format = "json"', 'level = "info"']
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
+#: QUIET for ``heartbeat run`` in a subprocess (``toml(url, QUIET_DAEMON, ...)``):
+#: JSON logs, no control socket unless a test sets one.
+QUIET_DAEMON: Sections = {
+    "elasticsearch": {"request_timeout": 5},
+    "schedule": {"interval": 30, "jitter": 0, "shutdown_timeout": 2},
+    "jobs": {"ids": []},
+    "control": {"socket": ""},
+    "logging": {"format": "json", "level": "info"},
+}

@@ -1,4 +1,5 @@
-"""Run ``heartbeat run`` as a real subprocess and read its JSON log lines.
+"""Run ``heartbeat run`` as a real subprocess and read its JSON log lines; DAEMON is
+the config layer for it (``write_config(path, toml(url, DAEMON, ...))``).
 
 Used by tests that need real signals and a real process: the daemon's stdout is not a
 TTY, so it logs JSON lines, which the reader task parses as they arrive.
@@ -17,6 +18,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import Process
+
+from tests.support import Sections
 
 #: Every line any daemon subprocess wrote to stdout during the session (scanned for
 #: secrets by tests/test_zz_secrets.py).
@@ -96,24 +99,12 @@ async def run_daemon(
             tg.cancel_scope.cancel()
 
 
-def write_config(path: Path, url: str, *, ids: Sequence[str] = (), **schedule: Any) -> Path:
-    """A config for the daemon under test: JSON logs, short interval, the emulator."""
-    settings = {"interval": 1.0, "jitter": 0.0, "shutdown_timeout": 5.0, **schedule}
-    lines = [
-        "[elasticsearch]",
-        f"hosts = [{json.dumps(url)}]",
-        "request_timeout = 5",
-        "[schedule]",
-        *(f"{key} = {json.dumps(value)}" for key, value in settings.items()),
-        "[backoff]",
-        "initial = 0.2",
-        "max = 1.0",
-        "[jobs]",
-        f"ids = {json.dumps(list(ids))}",
-        "[logging]",
-        'format = "json"',
-        'level = "debug"',
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
+#: The layer for a daemon under test (``toml(url, DAEMON, ...)``): JSON logs at debug
+#: level, a check-in every second, quick retries.
+DAEMON: Sections = {
+    "elasticsearch": {"request_timeout": 5},
+    "schedule": {"interval": 1.0, "jitter": 0.0, "shutdown_timeout": 5.0},
+    "backoff": {"initial": 0.2, "max": 1.0},
+    "jobs": {"ids": []},
+    "logging": {"format": "json", "level": "debug"},
+}

@@ -1,44 +1,32 @@
-"""Helpers for the metrics and health tests: a running Heartbeat with its listener on
-port 0, real HTTP scrapes parsed with the Prometheus client's own parser, polling.
+"""Helpers for the metrics and health tests: the config layer that puts the listener
+on port 0, real HTTP requests to it, scrapes parsed with the Prometheus client's own
+parser.
 
-    async with running(config_for(es.url, jobs=["job-a"])) as hb:
-        await until(lambda: sample(await scrape(hb), "heartbeat_watched_jobs") == 1)
+    async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
+        await wait_for_sample(hb, "heartbeat_watched_jobs", lambda value: value == 1)
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from heartbeat import Config, Heartbeat
+from heartbeat import Heartbeat
+from tests.support import Sections, until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def config_for(url: str, jobs: list[str] | None = None, **sections: dict[str, Any]) -> Config:
-    """A Config against ``url`` with the listener on port 0 and quick retries."""
-    data: dict[str, Any] = {
-        "elasticsearch": {"hosts": [url], "request_timeout": 2},
-        "jobs": {"ids": jobs or []},
-        "metrics": {"listen": "127.0.0.1:0"},
-        "backoff": {"initial": 0.05, "multiplier": 2.0, "max": 0.2},
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return Config(**data)
-
-
-@asynccontextmanager
-async def running(config: Config, **kwargs: Any) -> AsyncIterator[Heartbeat]:
-    async with Heartbeat(config, **kwargs) as hb:
-        assert hb.listener is not None
-        yield hb
+#: The layer for these tests: the listener on port 0 and quick retries.
+LISTENER: Sections = {
+    "elasticsearch": {"request_timeout": 2},
+    "jobs": {"ids": []},
+    "metrics": {"listen": "127.0.0.1:0"},
+    "backoff": {"initial": 0.05, "multiplier": 2.0, "max": 0.2},
+}
 
 
 async def get(hb: Heartbeat, path: str, **headers: str) -> tuple[int, str, str]:
@@ -78,20 +66,6 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-async def until(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll ``check`` every 20 ms until it is true; fail after ``within`` seconds."""
-    with anyio.fail_after(within):
-        while not await check():
-            await anyio.sleep(0.02)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def wait_for_sample(
     hb: Heartbeat,
     name: str,
@@ -108,7 +82,7 @@ async def wait_for_sample(
         return predicate(sample(found, name, **labels))
 
     try:
-        await until(check, within)
+        await until(check, within, every=0.02)
     except TimeoutError:
         value = sample(found, name, **labels)
         raise AssertionError(f"{name}{labels or ''} is {value} after {within} s") from None

@@ -1,4 +1,5 @@
-"""A real ``redis-server`` on a loopback port, started and killed by the tests.
+"""A real ``redis-server`` on a loopback port, started and killed by the tests, and
+what the queue tests share: their config layer, unique stream names, a producer client.
 
 No persistence (``--save '' --appendonly no``): a restarted server starts empty, as
 after losing its data. A missing ``redis-server`` fails the test with a clear message;
@@ -12,20 +13,19 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from redis.asyncio import Redis
+
+from tests.support import Sections, free_port
 
 MISSING = (
     "redis-server is not on the PATH: the queue tests run a real one "
     "(apt-get install redis-server, or run .ci/run which installs it)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def answers_ping(port: int, password: str | None = None) -> bool:
@@ -76,3 +76,46 @@ class RedisServer:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
+
+
+# -- for the queue tests -----------------------------------------------------------------
+
+GROUP = "g"
+CONSUMER = "c"
+
+#: The layer for the queue tests (add ``queue={"url": ..., "stream": ...}``): the
+#: group and consumer above, quick retries, no status reads, no state.
+QUEUE: Sections = {
+    "queue": {"group": GROUP, "consumer": CONSUMER},
+    "schedule": {"status_check_interval": 0, "ramp_rate": 200},
+    "backoff": {"initial": 0.05, "multiplier": 2.0, "max": 0.2},
+    "state": {"dir": None},
+}
+
+
+def unique(prefix: str = "test") -> str:
+    return f"{prefix}:{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def producer(server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(server.url, password=server.password)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def pending(client: Redis, stream: str, group: str = GROUP) -> int:
+    info = await client.xpending(stream, group)
+    return int(info["pending"])
+
+
+async def settled(client: Redis, stream: str, group: str = GROUP) -> bool:
+    """Every entry of the stream delivered to ``group`` and acknowledged."""
+    groups = {g["name"].decode(): g for g in await client.xinfo_groups(stream)}
+    last = await client.xrevrange(stream, count=1)
+    group_info = groups.get(group)
+    if group_info is None or not last:
+        return False
+    return bool(group_info["last-delivered-id"] == last[0][0] and group_info["pending"] == 0)

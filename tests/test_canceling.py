@@ -5,41 +5,30 @@ and by discovery. Against the emulator: which check-ins reach it, and when."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 from structlog.testing import capture_logs
 
-from heartbeat.config import Config
 from heartbeat.daemon import Heartbeat
-from heartbeat.sources.discovery import DiscoverySource
 from tests.conftest import ES
+from tests.support import Sections, make_config, running, until
 
 GRACE = 0.6
 HOST = "host-c"
 
 
-def make_config(url: str, **sections: dict[str, Any]) -> Config:
-    data: dict[str, Any] = {
-        "elasticsearch": {"hosts": [url], "request_timeout": 2},
-        "schedule": {
-            "interval": 0.1,
-            "jitter": 0.0,
-            "status_check_interval": 0.1,
-            "canceling_grace": GRACE,
-        },
-        "state": {"dir": None},
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return Config(**data)
-
-
-async def until(check: Callable[[], object], within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.01)
+#: The layer for these tests: check-ins and status reads every 0.1 s, no state.
+CANCELING: Sections = {
+    "elasticsearch": {"request_timeout": 2},
+    "schedule": {
+        "interval": 0.1,
+        "jitter": 0.0,
+        "status_check_interval": 0.1,
+        "canceling_grace": GRACE,
+    },
+    "state": {"dir": None},
+}
 
 
 def times(es: ES, job_id: str) -> list[float]:
@@ -57,15 +46,15 @@ async def test_suspended_is_finished_and_canceling_ends_after_the_grace(es: ES) 
     running = es.emu.create_job(job_id="running")
     ids = [suspended, canceling, quick, running]
     with anyio.fail_after(20), capture_logs() as logs:
-        async with Heartbeat(make_config(es.url, jobs={"ids": ids})) as hb:
-            await until(lambda: suspended not in hb.scheduler)
+        async with Heartbeat(make_config(es.url, CANCELING, jobs={"ids": ids})) as hb:
+            await until(lambda: suspended not in hb.scheduler, within=10)
             es.emu.set_status(canceling, "canceling")
             es.emu.set_status(quick, "canceling")
-            await until(lambda: [e for e in logs if e["event"] == "job_canceling"][1:])
+            await until(lambda: [e for e in logs if e["event"] == "job_canceling"][1:], within=10)
             seen_at = time.monotonic()
             # A live worker finishes its cancel within the grace: dropped as canceled.
             es.emu.set_status(quick, "canceled")
-            await until(lambda: canceling not in hb.scheduler)
+            await until(lambda: canceling not in hb.scheduler, within=10)
             dropped_at = time.monotonic()
             await anyio.sleep(0.5)
             assert running in hb.scheduler
@@ -82,18 +71,20 @@ async def test_discovery_stops_watching_a_canceling_job_after_the_grace(es: ES) 
     job = es.emu.create_job("c1", status="canceling", worker_hostname=HOST, job_id="stuck")
     config = make_config(
         es.url,
+        CANCELING,
         discovery={"connector_ids": ["c1"], "worker_hostname": HOST, "interval": 0.05},
         schedule={"status_check_interval": 0},
     )
     with anyio.fail_after(20), capture_logs() as logs:
-        async with Heartbeat(config) as hb:
-            source = DiscoverySource(config.discovery)
-            await hb.start(source.run, hb, name="discovery")
-            await until(lambda: job in hb.scheduler)
-            await until(lambda: job not in hb.scheduler)
+        async with running(config, "discovery") as (hb, _):
+            await until(lambda: job in hb.scheduler, within=10)
+            await until(lambda: job not in hb.scheduler, within=10)
             gone_at = time.monotonic()
             lists = len([r for r in es.emu.requests if r.action == "list"])
-            await until(lambda: len([r for r in es.emu.requests if r.action == "list"]) > lists + 8)
+            await until(
+                lambda: len([r for r in es.emu.requests if r.action == "list"]) > lists + 8,
+                within=10,
+            )
             assert job not in hb.scheduler
     assert [e["job_id"] for e in logs if e["event"] == "job_added"] == [job]
     assert dropped(logs) == {job: "canceling"}

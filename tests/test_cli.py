@@ -10,7 +10,8 @@ import pytest
 
 from heartbeat.emulator import Fault
 from tests.conftest import ES
-from tests.helpers_daemon import write_config
+from tests.helpers_daemon import DAEMON
+from tests.support import toml, write_config
 
 
 async def heartbeat(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -23,7 +24,7 @@ async def heartbeat(*args: str, cwd: Path | None = None) -> tuple[int, str, str]
 
 async def test_check_in_all_succeed(es: ES, tmp_path: Path) -> None:
     ids = [es.emu.create_job(job_id=name) for name in ("job-a", "a/b?c#d é")]
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     code, out, _ = await heartbeat("check-in", "--config", str(config), *ids)
     assert code == 0
     assert out.splitlines() == ["ok         'job-a'", "ok         'a/b?c#d é'"]
@@ -32,7 +33,7 @@ async def test_check_in_all_succeed(es: ES, tmp_path: Path) -> None:
 
 async def test_check_in_not_found_exits_1(es: ES, tmp_path: Path) -> None:
     es.emu.create_job(job_id="here")
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     code, out, _ = await heartbeat("check-in", "--config", str(config), "here", "gone")
     assert code == 1
     assert out.splitlines()[1] == "not_found  'gone': connector sync job [gone] not found"
@@ -41,7 +42,7 @@ async def test_check_in_not_found_exits_1(es: ES, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fault", ["503", "invalid id"])
 async def test_check_in_other_failures_exit_2(es: ES, tmp_path: Path, fault: str) -> None:
     es.emu.create_job(job_id="here")
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     ids = ["here", "gone"]
     if fault == "503":
         es.emu.always(Fault(status=503), job_id="here")
@@ -54,7 +55,7 @@ async def test_check_in_other_failures_exit_2(es: ES, tmp_path: Path, fault: str
 
 
 async def test_check_in_unreachable_exits_2(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "hb.toml", "http://127.0.0.1:9")
+    config = write_config(tmp_path / "hb.toml", toml("http://127.0.0.1:9", DAEMON))
     code, out, _ = await heartbeat("check-in", "--config", str(config), "job")
     assert code == 2
     assert out.startswith("failed     'job': connection: cannot connect")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from heartbeat.outcomes import (
 )
 from tests.conftest import ES
 from tests.strategies import job_ids
+from tests.support import free_port
 
 
 def settings_for(url: str | list[str], **extra: Any) -> ElasticsearchSettings:
@@ -43,12 +43,6 @@ def settings_for(url: str | list[str], **extra: Any) -> ElasticsearchSettings:
 async def check_in(url: str | list[str], job_id: str, **extra: Any) -> Outcome:
     async with Client(settings_for(url, **extra)) as client:
         return await client.check_in(job_id)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the request ------------------------------------------------------------------------

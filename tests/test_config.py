@@ -12,20 +12,14 @@ import pytest
 
 from heartbeat import config as configuration
 from heartbeat.errors import ConfigError
+from tests.support import write_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "heartbeat.toml"
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "heartbeat.toml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
 def error_of(tmp_path: Path, text: str) -> str:
     with pytest.raises(ConfigError) as caught:
-        configuration.load(write(tmp_path, text))
+        configuration.load(write_config(tmp_path / "heartbeat.toml", text))
     return str(caught.value)
 
 
@@ -42,7 +36,7 @@ def test_the_example_config_is_valid_and_complete() -> None:
 
 
 def test_defaults_without_any_key(tmp_path: Path) -> None:
-    config = configuration.load(write(tmp_path, ""))
+    config = configuration.load(write_config(tmp_path / "heartbeat.toml", ""))
     assert config.elasticsearch.hosts == ["https://localhost:9200"]
     assert config.elasticsearch.verify_certs is True
     assert (config.schedule.interval, config.schedule.idle_after) == (60, 300)
@@ -117,7 +111,9 @@ def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__API_KEY", "from-env-key")
     monkeypatch.setenv("HEARTBEAT_SCHEDULE__INTERVAL", "30")
-    config = configuration.load(write(tmp_path, "[schedule]\ninterval = 45\njitter = 0.2\n"))
+    config = configuration.load(
+        write_config(tmp_path / "heartbeat.toml", "[schedule]\ninterval = 45\njitter = 0.2\n")
+    )
     assert config.schedule.interval == 30
     assert config.schedule.jitter == 0.2
     assert config.elasticsearch.api_key is not None
@@ -133,7 +129,7 @@ def test_environment_errors_name_the_variable(
 
 
 def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "[schedule]\ninterval = 42\n")
+    path = write_config(tmp_path / "heartbeat.toml", "[schedule]\ninterval = 42\n")
     monkeypatch.setenv("HEARTBEAT_CONFIG", str(path))
     assert configuration.load().schedule.interval == 42
 
@@ -142,7 +138,10 @@ def test_secret_files_with_variables(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "api_key").write_text("file-key-123\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     config = configuration.load(
-        write(tmp_path, '[elasticsearch]\napi_key_file = "${CREDENTIALS_DIRECTORY}/api_key"\n')
+        write_config(
+            tmp_path / "heartbeat.toml",
+            '[elasticsearch]\napi_key_file = "${CREDENTIALS_DIRECTORY}/api_key"\n',
+        )
     )
     assert config.elasticsearch.api_key is not None
     assert config.elasticsearch.api_key.get_secret_value() == "file-key-123"
@@ -184,7 +183,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Path) -> None:
-    path = write(tmp_path, "[elasticsearch]\napi_key = 'very-secret-key'\n")
+    path = write_config(
+        tmp_path / "heartbeat.toml", "[elasticsearch]\napi_key = 'very-secret-key'\n"
+    )
     result = run_cli("validate", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "very-secret-key" not in result.stdout + result.stderr
@@ -194,7 +195,7 @@ def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Pa
 
 
 def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "[schedule]\ninterval = 400\n")
+    path = write_config(tmp_path / "heartbeat.toml", "[schedule]\ninterval = 400\n")
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 78
     lines = result.stderr.strip().splitlines()
@@ -208,8 +209,8 @@ def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
     tmp_path: Path,
 ) -> None:
     # Legal but risky: a tight schedule, TLS verification off, a secret others can read.
-    path = write(
-        tmp_path,
+    path = write_config(
+        tmp_path / "heartbeat.toml",
         "[elasticsearch]\napi_key = 'very-secret-key'\nverify_certs = false\n"
         "[schedule]\ninterval = 200\njitter = 0\n",
     )
@@ -229,7 +230,9 @@ def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
 
 def test_validate_shows_the_hosts_a_cloud_id_stands_for(tmp_path: Path) -> None:
     encoded = base64.b64encode(b"eu-west-1.aws.found.io:9243$es-uuid$kb-uuid").decode()
-    path = write(tmp_path, f"[elasticsearch]\ncloud_id = 'prod:{encoded}'\n")
+    path = write_config(
+        tmp_path / "heartbeat.toml", f"[elasticsearch]\ncloud_id = 'prod:{encoded}'\n"
+    )
     result = run_cli("validate", "--config", str(path))
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
@@ -254,16 +257,19 @@ def test_toml_types_are_kept_and_environment_strings_are_parsed(
     ]:
         assert expected in error_of(tmp_path, text)
     assert (
-        configuration.load(write(tmp_path, "[schedule]\ninterval = 30\n")).schedule.interval == 30
+        configuration.load(
+            write_config(tmp_path / "heartbeat.toml", "[schedule]\ninterval = 30\n")
+        ).schedule.interval
+        == 30
     )
     monkeypatch.setenv("HEARTBEAT_SCHEDULE__INTERVAL", "45")
     monkeypatch.setenv("HEARTBEAT_ELASTICSEARCH__VERIFY_CERTS", "true")
-    config = configuration.load(write(tmp_path, ""))
+    config = configuration.load(write_config(tmp_path / "heartbeat.toml", ""))
     assert (config.schedule.interval, config.elasticsearch.verify_certs) == (45, True)
 
 
 def test_an_empty_file_is_all_defaults_at_start_and_refused_on_reload(tmp_path: Path) -> None:
-    path = write(tmp_path, "# nothing yet\n[schedule]\n")
+    path = write_config(tmp_path / "heartbeat.toml", "# nothing yet\n[schedule]\n")
     assert configuration.load(path).schedule.interval == 60
     with pytest.raises(ConfigError, match="the file is empty"):
         configuration.load(path, reloading=True)
@@ -282,10 +288,12 @@ def test_worker_probes_are_validated(tmp_path: Path) -> None:
     # A missing pid file is "down" at run time, not a configuration error.
     missing = tmp_path / "no-such.pid"
     config = configuration.load(
-        write(tmp_path, f"[worker]\npid_file = {json.dumps(str(missing))}\n")
+        write_config(
+            tmp_path / "heartbeat.toml", f"[worker]\npid_file = {json.dumps(str(missing))}\n"
+        )
     )
     assert config.worker.pid_file == missing and config.worker.enabled
-    assert not configuration.load(write(tmp_path, "")).worker.enabled
+    assert not configuration.load(write_config(tmp_path / "heartbeat.toml", "")).worker.enabled
 
 
 def test_a_health_url_with_credentials_is_refused_unechoed(tmp_path: Path) -> None:

@@ -8,13 +8,11 @@ import pytest
 
 from heartbeat import config as configuration
 from heartbeat.errors import ConfigError
+from tests.support import write_config
 
 
 def load(tmp_path: Path, text: str) -> configuration.Config:
-    path = tmp_path / "heartbeat.toml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return configuration.load(path)
+    return configuration.load(write_config(tmp_path / "heartbeat.toml", text))
 
 
 def error_of(tmp_path: Path, text: str) -> str:

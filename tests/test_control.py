@@ -23,9 +23,11 @@ from heartbeat.cli import main
 from heartbeat.cli.control_api import Target
 from heartbeat.cli.jobs import run
 from heartbeat.config import Config, ControlSettings
+from heartbeat.control import ControlSource
 from heartbeat.errors import ConfigError
 from tests.conftest import ES
-from tests.helpers_control import api_client, make_config, running, short_dir
+from tests.helpers_control import QUIET, api_client, short_dir
+from tests.support import make_config, running
 
 TOKEN = "control-token-0123456789abcdef"
 JOB_FIELDS = {
@@ -51,7 +53,7 @@ def sockdir() -> Iterator[Path]:
 async def test_socket_is_0600_and_removed_at_exit(es: ES, sockdir: Path) -> None:
     path = sockdir / "control.sock"
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path)):
+        async with running(make_config(es.url, QUIET, control={"socket": path}), "file", "control"):
             st = os.lstat(path)
             assert stat.S_ISSOCK(st.st_mode)
             assert stat.S_IMODE(st.st_mode) == 0o600
@@ -91,7 +93,7 @@ def connect_as(uid: int, path: Path) -> int:
 async def test_another_user_cannot_connect(es: ES, sockdir: Path) -> None:
     path = sockdir / "control.sock"
     with capture_logs(), anyio.fail_after(20):
-        async with running(make_config(es.url, socket=path)):
+        async with running(make_config(es.url, QUIET, control={"socket": path}), "file", "control"):
             assert connect_as(65534, path) == 13  # nobody: the 0600 mode refuses it
             assert connect_as(0, path) == 0
 
@@ -102,7 +104,10 @@ async def test_a_stale_socket_is_replaced(es: ES, sockdir: Path) -> None:
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens: a daemon that died
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path)), api_client(path) as call:
+        async with (
+            running(make_config(es.url, QUIET, control={"socket": path}), "file", "control"),
+            api_client(path) as call,
+        ):
             assert (await call("GET", "/status")).status == 200
 
 
@@ -112,7 +117,7 @@ async def start_error(config: Config) -> ConfigError:
     errors: list[BaseException] = []
     with capture_logs(), anyio.fail_after(10):
         try:
-            async with running(config):
+            async with running(config, "file", "control"):
                 pass
         except* ConfigError as group:
             errors.extend(group.exceptions)
@@ -129,7 +134,7 @@ async def test_refuses_a_socket_someone_serves_on(es: ES, sockdir: Path) -> None
     live.bind(str(path))
     live.listen()
     try:
-        error = await start_error(make_config(es.url, socket=path))
+        error = await start_error(make_config(es.url, QUIET, control={"socket": path}))
     finally:
         live.close()
     assert error.key == "control.socket"
@@ -141,7 +146,7 @@ async def test_refuses_a_socket_someone_serves_on(es: ES, sockdir: Path) -> None
 async def test_refuses_a_path_that_is_not_a_socket(es: ES, sockdir: Path) -> None:
     path = sockdir / "control.sock"
     path.write_text("not a socket")
-    error = await start_error(make_config(es.url, socket=path))
+    error = await start_error(make_config(es.url, QUIET, control={"socket": path}))
     assert str(error) == f"control.socket: {path} exists and is not a socket"
     assert path.read_text() == "not a socket"
 
@@ -152,7 +157,9 @@ async def test_refuses_a_tcp_address_in_use(es: ES) -> None:
     taken.listen()
     try:
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        error = await start_error(make_config(es.url, listen=listen, token=TOKEN))
+        error = await start_error(
+            make_config(es.url, QUIET, control={"listen": listen, "token": TOKEN})
+        )
     finally:
         taken.close()
     assert error.key == "control.listen"
@@ -167,7 +174,8 @@ async def test_watch_list_round_trip(es: ES, sockdir: Path) -> None:
         es.emu.create_job(job_id=job_id)
     path = sockdir / "c.sock"
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path, ids=["cfg"])) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ["cfg"]}, control={"socket": path})
+        async with running(config, "file", "control") as (hb, _):
             async with api_client(path) as call:
                 created = await call("PUT", "/jobs/job-1")
                 assert created.status == 201
@@ -224,7 +232,9 @@ async def test_ids_in_the_path_are_one_percent_encoded_segment(
     es.emu.create_job(job_id=job_id)
     path = sockdir / "c.sock"
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path)) as (hb, _, _):
+        async with running(
+            make_config(es.url, QUIET, control={"socket": path}), "file", "control"
+        ) as (hb, _):
             async with api_client(path) as call:
                 answer = await call("PUT", f"/jobs/{raw}")
                 assert (answer.status, answer.json["id"]) == (201, job_id)
@@ -257,7 +267,9 @@ async def test_bad_requests_get_json_errors(
 ) -> None:
     path = sockdir / "c.sock"
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path)) as (hb, _, _):
+        async with running(
+            make_config(es.url, QUIET, control={"socket": path}), "file", "control"
+        ) as (hb, _):
             async with api_client(path) as call:
                 answer = await call(method, raw_path)
             assert len(hb.scheduler) == 0
@@ -275,7 +287,10 @@ async def test_bodies_over_64_kib_are_refused(es: ES, sockdir: Path) -> None:
             yield b"x" * 1024
 
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path)), api_client(path) as call:
+        async with (
+            running(make_config(es.url, QUIET, control={"socket": path}), "file", "control"),
+            api_client(path) as call,
+        ):
             big = json.dumps({"ids": ["a" * 500] * 140}).encode()
             assert len(big) > 64 * 1024
             assert (await call("POST", "/jobs", big)).status == 413
@@ -294,7 +309,8 @@ async def test_bulk_watch_is_all_or_nothing(es: ES, sockdir: Path) -> None:
         es.emu.create_job(job_id=job_id)
     path = sockdir / "c.sock"
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path, ids=["b-1"])) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ["b-1"]}, control={"socket": path})
+        async with running(config, "file", "control") as (hb, _):
             async with api_client(path) as call:
                 bad = await call("POST", "/jobs", {"ids": ["b-2", "", "b-3"]})
                 assert bad.status == 400
@@ -322,8 +338,10 @@ async def test_status(es: ES, sockdir: Path) -> None:
     es.emu.create_job(job_id="s-1")
     path, state = sockdir / "c.sock", sockdir / "state"
     with capture_logs(), anyio.fail_after(10):
-        config = make_config(es.url, socket=path, ids=["s-1"], state=state)
-        async with running(config), api_client(path) as call:
+        config = make_config(
+            es.url, QUIET, jobs={"ids": ["s-1"]}, state={"dir": state}, control={"socket": path}
+        )
+        async with running(config, "file", "control"), api_client(path) as call:
             await anyio.sleep(0.3)
             status = (await call("GET", "/status")).json
     assert status["jobs"] == 1
@@ -343,8 +361,10 @@ async def test_status_reports_an_outage(sockdir: Path) -> None:
     closed.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening
     with capture_logs(), anyio.fail_after(10):
-        config = make_config(url, socket=path, ids=["o-1", "o-2", "o-3"])
-        async with running(config) as (hb, _, _), api_client(path) as call:
+        config = make_config(
+            url, QUIET, jobs={"ids": ["o-1", "o-2", "o-3"]}, control={"socket": path}
+        )
+        async with running(config, "file", "control") as (hb, _), api_client(path) as call:
             while hb.scheduler.outage_since is None:
                 await anyio.sleep(0.05)
             status = (await call("GET", "/status")).json
@@ -359,10 +379,13 @@ async def test_status_reports_an_outage(sockdir: Path) -> None:
 
 async def test_tcp_needs_the_token_and_the_socket_does_not(es: ES, sockdir: Path) -> None:
     path = sockdir / "c.sock"
-    config = make_config(es.url, socket=path, listen="127.0.0.1:0", token=TOKEN)
+    config = make_config(
+        es.url, QUIET, control={"socket": path, "listen": "127.0.0.1:0", "token": TOKEN}
+    )
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(config) as (_, _, source):
-            assert source is not None and source.url is not None
+        async with running(config, "file", "control") as (_, sources):
+            source = sources["control"]
+            assert isinstance(source, ControlSource) and source.url is not None
             async with api_client(url=source.url) as anonymous:
                 refused = await anonymous("GET", "/jobs")
                 assert refused.status == 401
@@ -384,12 +407,13 @@ async def test_tcp_needs_the_token_and_the_socket_does_not(es: ES, sockdir: Path
 
 
 async def test_a_new_token_applies_on_reload(es: ES) -> None:
-    config = make_config(es.url, listen="127.0.0.1:0", token=TOKEN)
-    rotated = make_config(es.url, listen="127.0.0.1:0", token=TOKEN[::-1])
-    moved = make_config(es.url, listen="127.0.0.1:1", token=TOKEN[::-1])
+    config = make_config(es.url, QUIET, control={"listen": "127.0.0.1:0", "token": TOKEN})
+    rotated = make_config(es.url, QUIET, control={"listen": "127.0.0.1:0", "token": TOKEN[::-1]})
+    moved = make_config(es.url, QUIET, control={"listen": "127.0.0.1:1", "token": TOKEN[::-1]})
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(config) as (_, _, source):
-            assert source is not None and source.url is not None
+        async with running(config, "file", "control") as (_, sources):
+            source = sources["control"]
+            assert isinstance(source, ControlSource) and source.url is not None
             await source.reload(rotated)
             async with api_client(url=source.url, token=TOKEN) as old:
                 assert (await old("GET", "/status")).status == 401
@@ -407,7 +431,11 @@ async def test_2xx_only_once_saved(es: ES, sockdir: Path) -> None:
     es.emu.create_job(job_id="p-1")
     path, state = sockdir / "c.sock", sockdir / "state"
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path, state=state)), api_client(path) as call:
+        config = make_config(es.url, QUIET, state={"dir": state}, control={"socket": path})
+        async with (
+            running(config, "file", "control"),
+            api_client(path) as call,
+        ):
             assert (await call("PUT", "/jobs/p-1")).status == 201
             saved = json.loads((state / "watchlist.json").read_bytes())
             assert saved["jobs"] == {"p-1": ["control"]}
@@ -423,7 +451,8 @@ async def test_503_when_the_watch_list_cannot_be_saved(
     path, state = sockdir / "c.sock", sockdir / "state"
     state.write_text("a file where the state directory should be")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, socket=path, state=state)) as (hb, _, _):
+        config = make_config(es.url, QUIET, state={"dir": state}, control={"socket": path})
+        async with running(config, "file", "control") as (hb, _):
             async with api_client(path) as call:
                 answer = await call("PUT", "/jobs/u-1")
             assert "u-1" in hb.scheduler  # applied, only not acknowledged
@@ -515,7 +544,8 @@ async def test_cli_in_process(es: ES, sockdir: Path, capsys: pytest.CaptureFixtu
     path = sockdir / "c.sock"
     target = Target(socket=path, url=None, token=None)
     with capture_logs(), anyio.fail_after(15):
-        async with running(make_config(es.url, socket=path, ids=["c-1"])):
+        config = make_config(es.url, QUIET, jobs={"ids": ["c-1"]}, control={"socket": path})
+        async with running(config, "file", "control"):
             capsys.readouterr()
             assert await run(target, "add", ["c-1", "c 2", "a/b"], False) == 0
             assert capsys.readouterr().out.splitlines() == [
@@ -600,10 +630,13 @@ async def test_cli_subprocess_over_socket_and_tcp(es: ES, sockdir: Path, tmp_pat
     config_file.write_text(f"[control]\nsocket = '{path}'\n")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    config = make_config(es.url, socket=path, listen="127.0.0.1:0", token=TOKEN)
+    config = make_config(
+        es.url, QUIET, control={"socket": path, "listen": "127.0.0.1:0", "token": TOKEN}
+    )
     with capture_logs(), anyio.fail_after(30):
-        async with running(config) as (hb, _, source):
-            assert source is not None and source.url is not None
+        async with running(config, "file", "control") as (hb, sources):
+            source = sources["control"]
+            assert isinstance(source, ControlSource) and source.url is not None
             cli = [sys.executable, "-m", "heartbeat", "jobs"]
             added = await anyio.run_process(
                 [*cli, "--config", str(config_file), "add", "sub-1"], check=False

@@ -12,9 +12,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from heartbeat.control import MAX_BODY
+from heartbeat.control import MAX_BODY, ControlSource
 from tests.conftest import ES
-from tests.helpers_control import make_config, running, short_dir
+from tests.helpers_control import QUIET, short_dir
+from tests.support import make_config, running
 
 TOKEN = "t0ken-for-the-control-api"
 
@@ -42,7 +43,8 @@ async def test_adding_many_ids_goes_in_batches_under_the_body_limit(es: ES, ids:
         es.emu.create_job(job_id=job_id)  # not dropped by a 404 while the test looks
     with short_dir() as tmp, capture_logs():
         sock = tmp / "c.sock"
-        async with running(make_config(es.url, ids=ids[:10], socket=sock)) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ids[:10]}, control={"socket": sock})
+        async with running(config, "file", "control") as (hb, _):
             code, out, err = await jobs_cli("--socket", str(sock), "add", *ids)
             watched = set(hb.scheduler.claims())
     assert code == 0, err
@@ -68,10 +70,11 @@ async def test_jobs_finds_the_daemon_from_control_listen_and_token_file(
     es.emu.create_job(job_id="by-listen")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    config = make_config(es.url, listen="127.0.0.1:0", token=TOKEN)
+    config = make_config(es.url, QUIET, control={"listen": "127.0.0.1:0", "token": TOKEN})
     with capture_logs():
-        async with running(config) as (hb, _, source):
-            assert source is not None and source.url is not None
+        async with running(config, "file", "control") as (hb, sources):
+            source = sources["control"]
+            assert isinstance(source, ControlSource) and source.url is not None
             port = source.url.rsplit(":", 1)[1]
             file = tmp_path / "hb.toml"
             file.write_text(

@@ -20,8 +20,9 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings
 
-from tests.helpers_control import daemon_config, short_dir
+from tests.helpers_control import QUIET_DAEMON, short_dir
 from tests.strategies import job_ids
+from tests.support import toml, write_config
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -94,7 +95,9 @@ def daemon() -> Iterator[tuple[Path, str]]:
         try:
             url = wait_until(lambda: emulator_url(log), "the emulator")
             sock = tmp / "c.sock"
-            config = daemon_config(tmp / "hb.toml", url, socket=sock)
+            config = write_config(
+                tmp / "hb.toml", toml(url, QUIET_DAEMON, control={"socket": sock})
+            )
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "heartbeat", "run", "--config", str(config)],
                 stdout=subprocess.DEVNULL,

@@ -13,14 +13,15 @@ from heartbeat import Heartbeat, InvalidJobId
 from heartbeat.config import Config, ElasticsearchSettings, ScheduleSettings
 from heartbeat.emulator import Fault
 from tests.conftest import ES
-from tests.helpers_daemon import run_daemon, write_config
+from tests.helpers_daemon import DAEMON, run_daemon
+from tests.support import toml, write_config
 
 
 async def test_sigterm_lets_the_in_flight_check_in_finish_and_exits_0(
     es: ES, tmp_path: Path
 ) -> None:
     job = es.emu.create_job(job_id="job-a")
-    config = write_config(tmp_path / "hb.toml", es.url, ids=[job])
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON, jobs={"ids": [job]}))
     async with run_daemon(config) as daemon:
         started = await daemon.wait_for("daemon_started")
         assert started["jobs"] == 1
@@ -42,7 +43,7 @@ async def test_sigterm_lets_the_in_flight_check_in_finish_and_exits_0(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_stop_signals_exit_0(es: ES, tmp_path: Path, signum: int) -> None:
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     async with run_daemon(config, "--job", "from-cli") as daemon:
         await daemon.wait_for("daemon_started")
         daemon.signal(signum)
@@ -55,10 +56,12 @@ async def test_sighup_applies_a_new_config_and_keeps_the_old_one_when_invalid(
 ) -> None:
     for job_id in ("old-job", "new-job"):
         es.emu.create_job(job_id=job_id)
-    path = write_config(tmp_path / "hb.toml", es.url, ids=["old-job"])
+    path = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON, jobs={"ids": ["old-job"]}))
     async with run_daemon(path) as daemon:
         await daemon.wait_for("checkin_succeeded")
-        write_config(path, es.url, ids=["new-job"], ramp_rate=500.0)
+        write_config(
+            path, toml(es.url, DAEMON, jobs={"ids": ["new-job"]}, schedule={"ramp_rate": 500.0})
+        )
         daemon.signal(signal.SIGHUP)
         reloaded = await daemon.wait_for("config_reloaded")
         assert set(reloaded["changed"]) == {"schedule", "jobs"}
@@ -80,7 +83,10 @@ async def test_sighup_applies_a_new_config_and_keeps_the_old_one_when_invalid(
 
 async def test_a_404_drop_is_logged_and_no_further_requests_go_out(es: ES, tmp_path: Path) -> None:
     job = es.emu.create_job(job_id="short-lived")
-    config = write_config(tmp_path / "hb.toml", es.url, ids=[job], drop_confirm_after=0.5)
+    config = write_config(
+        tmp_path / "hb.toml",
+        toml(es.url, DAEMON, jobs={"ids": [job]}, schedule={"drop_confirm_after": 0.5}),
+    )
     async with run_daemon(config) as daemon:
         await daemon.wait_for("checkin_succeeded")
         es.emu.delete_job(job)
@@ -100,7 +106,7 @@ async def test_a_404_drop_is_logged_and_no_further_requests_go_out(es: ES, tmp_p
 
 
 async def test_json_log_lines_start_with_event_level_timestamp(es: ES, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     async with run_daemon(config) as daemon:
         await daemon.wait_for("daemon_started")
         daemon.signal(signal.SIGTERM)
@@ -150,7 +156,7 @@ async def test_a_config_file_with_a_secret_readable_by_others_is_warned_about(
 ) -> None:
     es.emu.api_key = "sekret-daemon-key"
     job = es.emu.create_job(job_id="secured")
-    path = write_config(tmp_path / "hb.toml", es.url, ids=[job])
+    path = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON, jobs={"ids": [job]}))
     text = path.read_text().replace(
         "[elasticsearch]\n", '[elasticsearch]\napi_key = "sekret-daemon-key"\n'
     )

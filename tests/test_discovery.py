@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -11,47 +9,26 @@ import pytest
 from structlog.testing import capture_logs
 
 from heartbeat.client import Client
-from heartbeat.config import Config, ElasticsearchSettings
+from heartbeat.config import ElasticsearchSettings
 from heartbeat.daemon import Heartbeat
 from heartbeat.emulator import Fault
 from heartbeat.errors import ConfigError
 from heartbeat.outcomes import Retryable
-from heartbeat.sources import build_sources
-from heartbeat.sources.discovery import DiscoverySource
 from tests.conftest import ES
+from tests.support import Sections, make_config, running, until
 
 HOST = "host-a"
 INTERVAL = 0.05
 
 
-def make_config(es_url: str, *, ids: tuple[str, ...] = (), **discovery: Any) -> Config:
-    return Config(
-        elasticsearch={"hosts": [es_url]},
-        discovery={
-            "connector_ids": ["c1", "c2"],
-            "worker_hostname": HOST,
-            "interval": INTERVAL,
-            **discovery,
-        },
-        jobs={"ids": list(ids)},
-        schedule={"status_check_interval": 0},
-        state={"dir": None},
-    )
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[tuple[Heartbeat, DiscoverySource]]:
-    async with Heartbeat(config) as hb:
-        [source] = [s for s in build_sources(config) if s.name == "discovery"]
-        assert isinstance(source, DiscoverySource)
-        await hb.start(source.run, hb, name="discovery")
-        yield hb, source
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.01)
+#: The layer for these tests: connectors c1 and c2 on this host, listed every 0.05 s,
+#: no status reads, no state.
+DISCOVERY: Sections = {
+    "discovery": {"connector_ids": ["c1", "c2"], "worker_hostname": HOST, "interval": INTERVAL},
+    "jobs": {"ids": []},
+    "schedule": {"status_check_interval": 0},
+    "state": {"dir": None},
+}
 
 
 def discovered(hb: Heartbeat) -> set[str]:
@@ -70,9 +47,9 @@ async def test_watches_exactly_this_hosts_running_jobs_and_lets_go_of_finished_o
     emu.create_job("c3", status="in_progress", worker_hostname=HOST, job_id="not-configured")
     emu.create_job("c1", status="completed", worker_hostname=HOST, job_id="done")
     both = emu.create_job("c1", worker_hostname=HOST, job_id="also-configured")
-    config = make_config(es.url, ids=(both,))
+    config = make_config(es.url, DISCOVERY, jobs={"ids": [both]})
     with anyio.fail_after(10), capture_logs() as logs:
-        async with running(config) as (hb, _):
+        async with running(config, "discovery") as (hb, _):
             await until(lambda: discovered(hb) == {mine, stopping, other_connector, both})
             emu.set_status(mine, "completed")
             emu.set_status(both, "error")
@@ -88,7 +65,7 @@ async def test_a_failed_listing_changes_nothing_and_is_logged_once(es: ES) -> No
     emu = es.emu
     job = emu.create_job("c1", worker_hostname=HOST, job_id="kept")
     with anyio.fail_after(10), capture_logs() as logs:
-        async with running(make_config(es.url)) as (hb, _):
+        async with running(make_config(es.url, DISCOVERY), "discovery") as (hb, _):
             await until(lambda: discovered(hb) == {job})
             emu.always(Fault(status=503, actions=frozenset({"list"})))
             emu.set_status(job, "completed")  # invisible while listing fails
@@ -107,7 +84,7 @@ async def test_a_failed_listing_changes_nothing_and_is_logged_once(es: ES) -> No
 async def test_every_page_is_read(es: ES) -> None:
     ids = {es.emu.create_job("c1", worker_hostname=HOST) for _ in range(250)}
     with anyio.fail_after(10):
-        async with running(make_config(es.url)) as (hb, _):
+        async with running(make_config(es.url, DISCOVERY), "discovery") as (hb, _):
             await until(lambda: discovered(hb) == ids)
     pages = [
         r for r in es.emu.requests if r.action == "list" and "status=in_progress" in r.raw_path
@@ -118,11 +95,14 @@ async def test_every_page_is_read(es: ES) -> None:
 async def test_reload_switches_connectors_at_once(es: ES) -> None:
     first = es.emu.create_job("c1", worker_hostname=HOST)
     second = es.emu.create_job("c9", worker_hostname=HOST)
-    config = make_config(es.url, interval=60)
+    config = make_config(es.url, DISCOVERY, discovery={"interval": 60})
     with anyio.fail_after(10):
-        async with running(config) as (hb, source):
+        async with running(config, "discovery") as (hb, sources):
+            source = sources["discovery"]
             await until(lambda: discovered(hb) == {first})
-            new = make_config(es.url, interval=60, connector_ids=["c9"])
+            new = make_config(
+                es.url, DISCOVERY, discovery={"interval": 60, "connector_ids": ["c9"]}
+            )
             await source.reload(new)
             await until(lambda: discovered(hb) == {second})
 

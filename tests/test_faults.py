@@ -24,11 +24,12 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from heartbeat import Heartbeat
-from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
+from heartbeat.config import BackoffSettings, Config
 from heartbeat.emulator import Emulator, Fault, serve
 from heartbeat.outcomes import Outcome, Success
 from tests.conftest import ES
 from tests.faultproxy import FaultProxy, fault_proxy
+from tests.support import Sections, make_config
 
 JOBS = 40
 INTERVAL = 1.0
@@ -47,18 +48,18 @@ RECOVERY_S = INTERVAL + 0.5
 PRESSURE_BOUND = 2 * MAX_IN_FLIGHT + FAULT_S / BACKOFF.initial
 
 
-def config_for(url: str, **es: Any) -> Config:
-    return Config(
-        elasticsearch=ElasticsearchSettings(hosts=[url], request_timeout=0.5, **es),
-        schedule=ScheduleSettings(
-            interval=INTERVAL,
-            jitter=JITTER,
-            max_in_flight=MAX_IN_FLIGHT,
-            ramp_rate=200.0,
-            drop_confirm_after=0.3,
-        ),
-        backoff=BACKOFF,
-    )
+#: The layer for these tests: the schedule and backoff above, short request timeouts.
+FAULTS: Sections = {
+    "elasticsearch": {"request_timeout": 0.5},
+    "schedule": {
+        "interval": INTERVAL,
+        "jitter": JITTER,
+        "max_in_flight": MAX_IN_FLIGHT,
+        "ramp_rate": 200.0,
+        "drop_confirm_after": 0.3,
+    },
+    "backoff": BACKOFF.model_dump(),
+}
 
 
 @dataclass
@@ -166,7 +167,7 @@ async def test_transport_faults(proxied: tuple[ES, FaultProxy], mode: str) -> No
     async def off() -> None:
         await proxy.set_mode("pass")
 
-    run = await scenario(make_jobs(es.emu), config_for(proxy.url), on, off)
+    run = await scenario(make_jobs(es.emu), make_config(proxy.url, FAULTS), on, off)
     run.assert_nothing_lost()
     run.assert_bounded_pressure()
     run.assert_clean_recovery()
@@ -194,7 +195,7 @@ async def test_server_faults(es: ES, name: str) -> None:
     async def off() -> None:
         es.emu.always(None)
 
-    run = await scenario(make_jobs(es.emu), config_for(es.url), on, off)
+    run = await scenario(make_jobs(es.emu), make_config(es.url, FAULTS), on, off)
     run.assert_nothing_lost()
     run.assert_bounded_pressure()
     run.assert_clean_recovery()
@@ -220,7 +221,12 @@ async def test_credentials_that_fail_then_work_again(es: ES) -> None:
     async def off() -> None:
         es.emu.api_key = "good-key-1"
 
-    run = await scenario(ids, config_for(es.url, api_key=SecretStr("good-key-1")), on, off)
+    run = await scenario(
+        ids,
+        make_config(es.url, FAULTS, elasticsearch={"api_key": SecretStr("good-key-1")}),
+        on,
+        off,
+    )
     run.assert_nothing_lost()
     run.assert_bounded_pressure()
     run.assert_clean_recovery()
@@ -242,7 +248,7 @@ async def test_genuine_not_found_is_the_only_thing_that_drops(es: ES) -> None:
     async def off() -> None:
         es.emu.always(None)
 
-    run = await scenario(ids, config_for(es.url), on, off)
+    run = await scenario(ids, make_config(es.url, FAULTS), on, off)
     assert run.watched == set(ids) - set(doomed)
     dropped = run.events("job_dropped")
     assert sorted(e["job_id"] for e in dropped) == doomed
@@ -273,10 +279,10 @@ async def tls_scenario(ca: trustme.CA, tmp_path: Path, **issue: Any) -> tuple[Ru
             return None
 
         async def trust_our_ca(hb: Heartbeat) -> None:
-            await hb.apply(config_for(url, ca_certs=ca_file))
+            await hb.apply(make_config(url, FAULTS, elasticsearch={"ca_certs": ca_file}))
 
         run = await scenario(
-            ids, config_for(url), nothing, nothing, fault_s=0.5, on_clear=trust_our_ca
+            ids, make_config(url, FAULTS), nothing, nothing, fault_s=0.5, on_clear=trust_our_ca
         )
     return run, ids
 
@@ -353,7 +359,7 @@ async def test_emulator_process_restarted_mid_run(tmp_path: Path) -> None:
         process = await start()
 
     try:
-        run = await scenario(ids, config_for(url), stop, restart)
+        run = await scenario(ids, make_config(url, FAULTS), stop, restart)
     finally:
         if process.returncode is None:
             process.terminate()

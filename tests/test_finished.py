@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -16,6 +15,7 @@ from heartbeat.emulator import Fault
 from heartbeat.finished import StatusChecker
 from heartbeat.outcomes import Misrouted, NotFound, Outcome, Retryable, Success
 from tests.conftest import ES
+from tests.support import until
 
 T0 = 1000.0
 
@@ -205,12 +205,6 @@ async def test_the_daemon_reads_statuses_from_elasticsearch(es: ES) -> None:
     assert dropped == {(ids["completed"], "finished"), (gone, "not_found")}
     canceling = [e["job_id"] for e in logs if e["event"] == "job_canceling"]
     assert canceling == [ids["canceling"]]
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.01)
 
 
 def test_drop_is_public_and_reports_unknown_ids() -> None:

@@ -13,7 +13,8 @@ from heartbeat.clock import ManualClock
 from heartbeat.emulator import Fault
 from heartbeat.health import LIVENESS_TIMEOUT, LagMonitor, assess
 from tests.conftest import ES
-from tests.helpers_http import config_for, free_port, get_json, parse, running, sample, until
+from tests.helpers_http import LISTENER, get_json, parse, sample
+from tests.support import free_port, make_config, running, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,7 +30,7 @@ async def wait_for_json(hb: Any, path: str, status: int, **expected: Any) -> dic
         return answer == status and all(body.get(k) == v for k, v in expected.items())
 
     try:
-        await until(check)
+        await until(check, every=0.02)
     except TimeoutError:
         raise AssertionError(f"{path} is {last}, waited for {status} {expected}") from None
     body: dict[str, Any] = last[1]
@@ -61,7 +62,7 @@ def test_assess_without_jobs() -> None:
 
 async def test_livez_follows_the_scheduler_ticks(es: ES) -> None:
     clock = ManualClock()
-    async with running(config_for(es.url), clock=clock) as hb:
+    async with running(make_config(es.url, LISTENER), clock=clock) as (hb, _):
         status, body = await get_json(hb, "/livez")
         assert (status, body) == (200, {"live": True, "last_tick_age_seconds": 0})
         # Time jumps, but the scheduler loop runs and ticks: still live.
@@ -86,7 +87,7 @@ async def test_livez_follows_the_scheduler_ticks(es: ES) -> None:
 async def test_readyz_through_an_outage(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     es.emu.always(Fault(status=503))
-    async with running(config_for(es.url, jobs=["job-a"])) as hb:
+    async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unreachable")
         assert body["ready"] is False
         assert body["elasticsearch"] == "unreachable"
@@ -104,7 +105,7 @@ async def test_readyz_says_unauthorized_for_a_403_not_unreachable(es: ES, jobs: 
         es.emu.create_job(job_id=job_id)
     es.emu.privileges = "monitor"  # reads only: every check-in answers 403
     with capture_logs() as logs:
-        async with running(config_for(es.url, jobs=jobs)) as hb:
+        async with running(make_config(es.url, LISTENER, jobs={"ids": jobs})) as (hb, _):
             body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unauthorized")
             assert body["elasticsearch"] == "unauthorized"
             await until_outage(hb)
@@ -125,7 +126,9 @@ async def test_readyz_says_misrouted_for_a_wrong_path_prefix(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     # Elasticsearch itself answers 400 "no handler found for uri": not our endpoint.
     with capture_logs() as logs:
-        async with running(config_for(es.url + "/wrong-prefix", jobs=["job-a"])) as hb:
+        async with running(
+            make_config(es.url + "/wrong-prefix", LISTENER, jobs={"ids": ["job-a"]})
+        ) as (hb, _):
             body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_misrouted")
             assert body["elasticsearch"] == "misrouted"
             await until_outage(hb)
@@ -138,7 +141,7 @@ async def test_readyz_says_misrouted_for_a_wrong_path_prefix(es: ES) -> None:
 async def test_the_outage_line_says_when_nothing_was_reached() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
     with capture_logs() as logs:
-        async with running(config_for(url, jobs=["job-a"])) as hb:
+        async with running(make_config(url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
             body = await wait_for_json(hb, "/readyz", 503, reason="elasticsearch_unreachable")
     assert body["elasticsearch"] == "unreachable"
     [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
@@ -155,7 +158,9 @@ async def test_readyz_while_a_job_is_at_risk(es: ES) -> None:
     es.emu.always(Fault(status=409), job_id="job-b")
     # A healthy job is checked in every 0.5 s, well inside idle_after / 2.
     schedule = {"interval": 0.5, "jitter": 0.1, "idle_after": 2.0}
-    async with running(config_for(es.url, jobs=["job-a", "job-b"], schedule=schedule)) as hb:
+    async with running(
+        make_config(es.url, LISTENER, jobs={"ids": ["job-a", "job-b"]}, schedule=schedule)
+    ) as (hb, _):
         body = await wait_for_json(hb, "/readyz", 503, reason="jobs_at_risk")
         assert body["jobs_at_risk"] == 1
         assert body["elasticsearch"] == "ok"
@@ -168,7 +173,7 @@ async def test_readyz_while_a_job_is_at_risk(es: ES) -> None:
 async def test_readyz_before_the_first_answer(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     es.emu.script([Fault(delay=0.5)], job_id="job-a")
-    async with running(config_for(es.url, jobs=["job-a"])) as hb:
+    async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         status, body = await get_json(hb, "/readyz")
         assert (status, body["reason"], body["elasticsearch"]) == (
             503,
@@ -180,7 +185,7 @@ async def test_readyz_before_the_first_answer(es: ES) -> None:
 
 async def test_readyz_with_nothing_to_watch() -> None:
     # Nothing is late when nothing is watched, whatever state Elasticsearch is in.
-    async with running(config_for(f"http://127.0.0.1:{free_port()}")) as hb:
+    async with running(make_config(f"http://127.0.0.1:{free_port()}", LISTENER)) as (hb, _):
         status, body = await get_json(hb, "/readyz")
     assert status == 200
     assert body == {
@@ -211,7 +216,7 @@ def test_lagging_is_logged_once_per_episode() -> None:
 
 async def test_a_blocked_loop_is_measured_and_logged(es: ES) -> None:
     with capture_logs() as logs:
-        async with running(config_for(es.url)) as hb:
+        async with running(make_config(es.url, LISTENER)) as (hb, _):
             await anyio.sleep(0.1)
             time.sleep(1.5)  # noqa: ASYNC251 -- blocking the loop is the point
             with anyio.fail_after(5):

@@ -24,7 +24,8 @@ import pytest
 from anyio.abc import SocketStream
 
 from tests.conftest import ES
-from tests.helpers_daemon import run_daemon, write_config
+from tests.helpers_daemon import DAEMON, run_daemon
+from tests.support import toml, write_config
 
 HEARTBEAT = (sys.executable, "-m", "heartbeat")
 
@@ -256,7 +257,7 @@ async def test_check_in_against_a_server_that_is_not_http_is_one_line_per_id(
             await stream.send(reply)
 
     async with tcp_server(handle) as port:
-        config = write_config(tmp_path / "hb.toml", f"http://127.0.0.1:{port}")
+        config = write_config(tmp_path / "hb.toml", toml(f"http://127.0.0.1:{port}", DAEMON))
         code, out, err = await heartbeat("check-in", "--config", str(config), "a", "b\nc", "d")
     assert code == 2
     lines = out.splitlines()
@@ -376,8 +377,8 @@ async def interrupted(args: Sequence[str], delay: float) -> tuple[int, str, str]
 
 async def test_ctrl_c_at_any_moment_is_130_and_at_most_one_line(es: ES, tmp_path: Path) -> None:
     async with tcp_server(never_answers) as port:
-        hanging = write_config(tmp_path / "hanging.toml", f"http://127.0.0.1:{port}")
-        config = write_config(tmp_path / "hb.toml", es.url, ids=["job-a"])
+        hanging = write_config(tmp_path / "hanging.toml", toml(f"http://127.0.0.1:{port}", DAEMON))
+        config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON, jobs={"ids": ["job-a"]}))
         es.emu.create_job(job_id="job-a")
         # (command, the line that says it is running: from then on SIGINT is a clean stop)
         commands: list[tuple[tuple[str, ...], str | None]] = [
@@ -419,7 +420,7 @@ async def test_run_takes_several_ids_per_job_flag_and_repeated_flags(
     ids = ["cli-a", "cli-b", "cli-c"]
     for job_id in ids:
         es.emu.create_job(job_id=job_id)
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     async with run_daemon(config, "--job", "cli-a", "cli-b", "--job", "cli-c") as daemon:
         started = await daemon.wait_for("daemon_started")
         assert started["jobs"] == 3
@@ -438,7 +439,7 @@ async def test_daemon_started_lists_the_file_source_only_when_configured(
 ) -> None:
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("")
-    config = write_config(tmp_path / "hb.toml", es.url)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON))
     config.write_text(config.read_text().replace("[jobs]\n", f"[jobs]\nfile = '{ids_file}'\n"))
     async with run_daemon(config) as daemon:
         assert (await daemon.wait_for("daemon_started"))["sources"] == ["file"]

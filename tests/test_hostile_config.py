@@ -35,50 +35,12 @@ from heartbeat.config import inputs
 from heartbeat.emulator import Emulator, serve
 from tests.conftest import ES
 from tests.helpers_daemon import run_daemon
+from tests.support import DELETE, Raw, toml, until, write_config
 
 ROOT = Path(__file__).parent.parent
 #: Marks a secret's value: it must never appear in any output.
 MARK = "S3CRET-MARK"
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens, refused at once
-DELETE = object()
-
-
-class Raw(str):
-    """A TOML value written as is (a time of day, ``nan``)."""
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, Raw):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are TOML's (\uXXXX included)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    raise TypeError(value)
-
-
-def render(*layers: dict[str, dict[str, Any]]) -> str:
-    """TOML for the sections of ``layers``, later layers winning key by key."""
-    merged: dict[str, dict[str, Any]] = {}
-    for layer in layers:
-        for section, keys in layer.items():
-            table = merged.setdefault(section, {})
-            for key, value in keys.items():
-                if value is DELETE:
-                    table.pop(key, None)
-                else:
-                    table[key] = value
-    lines = []
-    for section, keys in merged.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -461,10 +423,8 @@ def commands(path: Path, *, check_in: bool = True) -> list[list[str]]:
 
 
 def write_case(directory: Path, index: int, text: str) -> Path:
-    path = directory / f"case-{index}.toml"
-    path.write_text(text)
-    path.chmod(0o644)
-    return path
+    """Readable by all: the driver may read it as another user."""
+    return write_config(directory / f"case-{index}.toml", text, mode=0o644)
 
 
 def assert_refused(case: Case, outcome: list[dict[str, Any]]) -> None:
@@ -483,7 +443,8 @@ def assert_refused(case: Case, outcome: list[dict[str, Any]]) -> None:
     assert all(other == first for other in lines), (case.name, lines)
 
 
-BASE = {"elasticsearch": {"hosts": [NOWHERE]}, "logging": {"format": "json"}}
+#: What every case file has besides its hosts.
+JSON_LOGS = {"logging": {"format": "json"}}
 
 
 def start_cases(files: Files, url: str) -> tuple[list[Case], list[Case], list[dict[str, Any]]]:
@@ -493,7 +454,7 @@ def start_cases(files: Files, url: str) -> tuple[list[Case], list[Case], list[di
     refused = cases(files) + wrong_types() + env_cases() + credential_cases(files)
     specs = []
     for index, case in enumerate(refused):
-        path = write_case(directory, index, render(BASE, case.sections))
+        path = write_case(directory, index, toml(NOWHERE, JSON_LOGS, case.sections))
         specs.append({"commands": commands(path), "env": case.env})
     # The file itself: a directory, a FIFO, missing, not UTF-8, not TOML.
     (directory / "not-utf8.toml").write_bytes(b"[schedule]\ninterval = 5 # \xff\n")
@@ -510,8 +471,7 @@ def start_cases(files: Files, url: str) -> tuple[list[Case], list[Case], list[di
         specs.append({"commands": commands(Path(path_text)), "env": {}})
     good = accepted(files)
     for index, case in enumerate(good):
-        base = {"elasticsearch": {"hosts": [url]}, "logging": {"format": "json"}}
-        path = write_case(directory, 1000 + index, render(base, case.sections))
+        path = write_case(directory, 1000 + index, toml(url, JSON_LOGS, case.sections))
         specs.append({"commands": commands(path), "env": case.env})
     return refused, good, specs
 
@@ -562,7 +522,9 @@ def test_unreadable_files_at_start(files: Files, tmp_path: Path) -> None:
     ]
     specs = [
         {
-            "commands": commands(write_case(directory, index, render(BASE, case.sections))),
+            "commands": commands(
+                write_case(directory, index, toml(NOWHERE, JSON_LOGS, case.sections))
+            ),
             "env": case.env,
         }
         for index, case in enumerate(refused)
@@ -575,21 +537,14 @@ def test_unreadable_files_at_start(files: Files, tmp_path: Path) -> None:
         assert "ermission denied" in outcome[0]["stderr"], outcome[0]["stderr"]
 
 
-async def until(predicate: Any, within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not predicate():
-            await anyio.sleep(0.05)
-
-
-def running_config(url: str, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        "elasticsearch": {"hosts": [url], "request_timeout": 2},
-        "schedule": {"interval": 1, "jitter": 0, "shutdown_timeout": 2, "status_check_interval": 0},
-        "backoff": {"initial": 0.2, "max": 1},
-        "jobs": {"ids": ["job-a"]},
-        "logging": {"format": "json", "level": "info"},
-        **extra,
-    }
+#: The config of a daemon that runs and is then sent hostile files.
+RUNNING = {
+    "elasticsearch": {"request_timeout": 2},
+    "schedule": {"interval": 1, "jitter": 0, "shutdown_timeout": 2, "status_check_interval": 0},
+    "backoff": {"initial": 0.2, "max": 1},
+    "jobs": {"ids": ["job-a"]},
+    "logging": {"format": "json", "level": "info"},
+}
 
 
 async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) -> None:
@@ -598,15 +553,14 @@ async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) ->
     other = Emulator()
     other.create_job(job_id="job-b")
     path = tmp_path / "hb.toml"
-    running = running_config(es.url)
-    path.write_text(render(running))
+    path.write_text(toml(es.url, RUNNING))
     async with serve(other) as other_url, run_daemon(path) as daemon:
         await daemon.wait_for("daemon_started")
-        await until(lambda: len(es.emu.checkins("job-a")) >= 1)
+        await until(lambda: len(es.emu.checkins("job-a")) >= 1, within=10)
         # Were any of these applied, check-ins would go to the other emulator.
         moved = {"elasticsearch": {"hosts": [other_url]}, "jobs": {"ids": ["job-b"]}}
         hostile = cases(files) + wrong_types()
-        texts = [render(running, moved, case.sections) for case in hostile]
+        texts = [toml(es.url, RUNNING, moved, case.sections) for case in hostile]
         # Item 6: a file with no settings in it, as a file caught half-written looks.
         for name, text in [
             ("empty", ""),
@@ -616,7 +570,7 @@ async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) ->
             hostile.append(Case(name, {}, "the file is empty"))
             texts.append(text)
         hostile.append(Case("not TOML", {}, "invalid TOML"))
-        texts.append(render(running, moved) + "[schedule\n")
+        texts.append(toml(es.url, RUNNING, moved) + "[schedule\n")
         for count, (case, text) in enumerate(zip(hostile, texts, strict=True), start=1):
             path.write_text(text)
             daemon.signal(signal.SIGHUP)
@@ -641,7 +595,7 @@ async def test_hostile_values_on_sighup(files: Files, es: ES, tmp_path: Path) ->
             path.rmdir()
         # Still the running configuration: job-a on the first emulator, nothing elsewhere.
         before = len(es.emu.checkins("job-a"))
-        await until(lambda: len(es.emu.checkins("job-a")) >= before + 2)
+        await until(lambda: len(es.emu.checkins("job-a")) >= before + 2, within=10)
         assert other.requests == []
         assert daemon.named("config_reloaded") == []
         assert not [e for e in daemon.events if e.get("event") == "_unparsed"]
@@ -656,8 +610,8 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
     es.emu.create_job(job_id="job-b")
     path = tmp_path / "hb.toml"
     state = tmp_path / "state"
-    running = running_config(es.url, metrics={"listen": "127.0.0.1:0"}, state={"dir": str(state)})
-    path.write_text(render(running))
+    started = {"metrics": {"listen": "127.0.0.1:0"}, "state": {"dir": str(state)}}
+    path.write_text(toml(es.url, RUNNING, started))
     socket = tmp_path / "control.sock"
     async with run_daemon(path) as daemon:
         await daemon.wait_for("daemon_started")
@@ -670,7 +624,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             "worker": {"pid_file": str(tmp_path / "worker.pid")},
             "jobs": {"ids": ["job-b"]},  # applies at once
         }
-        path.write_text(render(running, changes))
+        path.write_text(toml(es.url, RUNNING, started, changes))
         expected = [
             "state.dir",
             "metrics.listen",
@@ -686,7 +640,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
             assert needed["changed"] == expected
             assert reloaded["restart_needed"] == expected
             assert set(reloaded["changed"]) == set(expected) | ({"jobs"} if count == 1 else set())
-        await until(lambda: len(es.emu.checkins("job-b")) >= 1)
+        await until(lambda: len(es.emu.checkins("job-b")) >= 1, within=10)
         await anyio.sleep(1.5)  # time for a source that wrongly started to show itself
         assert not socket.exists()
         assert not (tmp_path / "state2").exists()
@@ -706,7 +660,7 @@ async def test_start_only_settings_are_held_and_reported(es: ES, tmp_path: Path)
 def test_the_driver_sees_what_an_operator_sees(files: Files, tmp_path: Path) -> None:
     """Items 1 and 2 (a ca_certs file that is not PEM) as three real processes each."""
     sections = {"elasticsearch": {"ca_certs": files["not-pem.pem"]}}
-    path = write_case(tmp_path, 0, render(BASE, sections))
+    path = write_case(tmp_path, 0, toml(NOWHERE, JSON_LOGS, sections))
     (driven,) = drive([{"commands": commands(path), "env": {}}], tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
     for argv, seen in zip(commands(path), driven, strict=True):
@@ -739,9 +693,9 @@ async def test_what_validate_accepts_run_starts_with(files: Files, es: ES, tmp_p
         es.emu.create_job(job_id=job_id)
     paths = []
     for index, case in enumerate(good):
-        base = running_config(es.url, jobs={"ids": [f"job-{index}"]})
+        own = {"jobs": {"ids": [f"job-{index}"]}}
         paths.append(tmp_path / f"good-{index}.toml")
-        paths[-1].write_text(render(base, case.sections))
+        paths[-1].write_text(toml(es.url, RUNNING, own, case.sections))
     codes: dict[str, int] = {}
 
     async def one(index: int, case: Case) -> None:

@@ -31,6 +31,7 @@ import yaml
 
 from tests.conftest import ES
 from tests.helpers_daemon import run_daemon
+from tests.support import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -131,8 +132,7 @@ def config_path_in_pod() -> str:
 async def validate(tmp_path: Path) -> dict[str, Any]:
     root = tmp_path / "pod"
     config = tmp_path / "heartbeat.toml"
-    config.write_text(lay_out_mounts(root))
-    config.chmod(0o600)
+    write_config(config, lay_out_mounts(root))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
     env.update(sidecar_environment(root))
     with anyio.fail_after(30):
@@ -260,8 +260,7 @@ def prepare_sidecar(es: ES, root: Path, config: Path) -> tuple[str, dict[str, st
     job = es.emu.create_job(connector_id=connector.group(1), worker_hostname=POD_NAME)
     Path(pid_file.group(1)).write_text(f"{os.getpid()}\n")
     es.emu.api_key = Path(key_file.group(1)).read_text()
-    config.write_text(text)
-    config.chmod(0o600)
+    write_config(config, text)
     return job, sidecar_environment(root) | {
         "HEARTBEAT_ELASTICSEARCH__HOSTS": json.dumps([es.url]),
         "HEARTBEAT_METRICS__LISTEN": "127.0.0.1:0",

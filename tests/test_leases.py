@@ -8,23 +8,22 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from structlog.testing import capture_logs
 
 from heartbeat.clock import ManualClock
-from heartbeat.config import BackoffSettings, Config, ScheduleSettings
+from heartbeat.config import BackoffSettings, ScheduleSettings
 from heartbeat.daemon import Heartbeat
 from heartbeat.leases import LeaseKeeper, Leases, check_ttl
 from heartbeat.outcomes import Success
 from heartbeat.scheduler import Scheduler
 from tests.conftest import ES
-from tests.helpers_control import api_client, running, short_dir
+from tests.helpers_control import api_client, short_dir
 from tests.helpers_http import sample, scrape
+from tests.support import Sections, make_config, running, until
 
 # -- the pure rule ------------------------------------------------------------------------
 
@@ -133,22 +132,13 @@ def checkin_times(es: ES, job_id: str) -> list[float]:
     return [record.at for record in es.emu.checkins(job_id)]
 
 
-async def until(check: Callable[[], object], within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.01)
-
-
-def config_for(url: str, **sections: dict[str, Any]) -> Config:
-    data: dict[str, Any] = {
-        "elasticsearch": {"hosts": [url], "request_timeout": 2},
-        "schedule": {"interval": 0.2, "jitter": 0.0, "status_check_interval": 0},
-        "state": {"dir": None},
-        "control": {"socket": None},
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return Config(**data)
+#: The layer for these tests: a check-in every 0.2 s, no state, no control API.
+LEASES: Sections = {
+    "elasticsearch": {"request_timeout": 2},
+    "schedule": {"interval": 0.2, "jitter": 0.0, "status_check_interval": 0},
+    "state": {"dir": None},
+    "control": {"socket": None},
+}
 
 
 async def test_control_api_leases_expire_renew_and_show_expires_at(es: ES) -> None:
@@ -156,10 +146,10 @@ async def test_control_api_leases_expire_renew_and_show_expires_at(es: ES) -> No
         es.emu.create_job(job_id=job_id)
     with short_dir() as directory, capture_logs() as logs:
         socket = directory / "c.sock"
-        config = config_for(
-            es.url, control={"socket": str(socket)}, metrics={"listen": "127.0.0.1:0"}
+        config = make_config(
+            es.url, LEASES, control={"socket": str(socket)}, metrics={"listen": "127.0.0.1:0"}
         )
-        async with running(config) as (hb, _, _), api_client(socket) as call:
+        async with running(config, "file", "control") as (hb, _), api_client(socket) as call:
             created = await call("PUT", "/jobs/put-body", {"ttl": 1})
             assert created.status == 201 and created.json["expires_at"] is not None
             assert (await call("PUT", "/jobs/put-query?ttl=1")).status == 201
@@ -172,14 +162,18 @@ async def test_control_api_leases_expire_renew_and_show_expires_at(es: ES) -> No
                 assert "other" not in hb.scheduler
             bad_post = await call("POST", "/jobs", {"ids": ["other"], "ttl": 0})
             assert bad_post.status == 400 and "other" not in hb.scheduler
-            await until(lambda: all(checkin_times(es, j) for j in ("put-body", "posted")))
+            await until(
+                lambda: all(checkin_times(es, j) for j in ("put-body", "posted")), within=10
+            )
             # Renew "kept" for 3 s, twice before its lease ends: 200, a later expiry.
             first = (await call("GET", "/jobs/kept")).json["expires_at"]
             renewed = await call("PUT", "/jobs/kept", {"ttl": 3})
             assert renewed.status == 200 and renewed.json["expires_at"] > first
             await until(lambda: "put-body" not in hb.scheduler, within=5)
             expired_at = time.monotonic()
-            await until(lambda: "posted" not in hb.scheduler and "put-query" not in hb.scheduler)
+            await until(
+                lambda: "posted" not in hb.scheduler and "put-query" not in hb.scheduler, within=10
+            )
             assert "kept" in hb.scheduler and "permanent" in hb.scheduler
             samples = await scrape(hb)
             assert sample(samples, "heartbeat_claims_expired_total", source="control") == 3
@@ -205,12 +199,13 @@ async def test_default_ttl_applies_and_a_ttl_of_another_source_does_not_end_a_cl
     es.emu.create_job(job_id="shared")
     with short_dir() as directory:
         socket = directory / "c.sock"
-        config = config_for(
+        config = make_config(
             es.url,
+            LEASES,
             control={"socket": str(socket), "default_ttl": 1},
             jobs={"ids": ["shared"]},
         )
-        async with running(config) as (hb, _, _), api_client(socket) as call:
+        async with running(config, "file", "control") as (hb, _), api_client(socket) as call:
             # The config's claim is permanent, so the job has no expiry...
             assert (await call("PUT", "/jobs/shared")).json["expires_at"] is None
             # ...and when the control claim (default_ttl) ends, only that claim goes.
@@ -221,7 +216,7 @@ async def test_default_ttl_applies_and_a_ttl_of_another_source_does_not_end_a_cl
 async def test_the_library_watch_with_ttl(es: ES) -> None:
     es.emu.create_job(job_id="lib")
     with capture_logs() as logs:
-        async with Heartbeat(config_for(es.url)) as hb:
+        async with Heartbeat(make_config(es.url, LEASES)) as hb:
             with pytest.raises(ValueError, match="ttl must be at least 1"):
                 hb.watch("lib", ttl=0.2)
             assert "lib" not in hb.scheduler
@@ -235,7 +230,7 @@ async def test_the_library_watch_with_ttl(es: ES) -> None:
 async def test_a_lease_survives_a_restart_with_its_remaining_time(es: ES, tmp_path: Path) -> None:
     for job_id in ("long", "short"):
         es.emu.create_job(job_id=job_id)
-    config = config_for(es.url, state={"dir": str(tmp_path)})
+    config = make_config(es.url, LEASES, state={"dir": str(tmp_path)})
     async with Heartbeat(config) as hb:
         hb.watch("long", ttl=30)
         hb.watch("short", ttl=1)
@@ -250,7 +245,7 @@ async def test_a_lease_survives_a_restart_with_its_remaining_time(es: ES, tmp_pa
             after = hb.leases.expires_at("long", ("api",))
             assert before is not None and after is not None
             assert abs(after - before) < 0.01  # a restart is not a renewal
-            await until(lambda: checkin_times(es, "long"))
+            await until(lambda: checkin_times(es, "long"), within=10)
     assert checkin_times(es, "short") == []
     assert [(e["job_id"], e["reason"]) for e in logs if e["event"] == "job_removed"] == [
         ("short", "expired")
@@ -261,8 +256,8 @@ async def test_jobs_add_ttl_and_jobs_list_expires(es: ES) -> None:
     es.emu.create_job(job_id="cli-job")
     with short_dir() as directory:
         socket = directory / "c.sock"
-        config = config_for(es.url, control={"socket": str(socket)})
-        async with running(config) as (hb, _, _):
+        config = make_config(es.url, LEASES, control={"socket": str(socket)})
+        async with running(config, "file", "control") as (hb, _):
             base = [sys.executable, "-m", "heartbeat", "jobs", "--socket", str(socket)]
 
             def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,15 +18,14 @@ from heartbeat.metrics import DROP_REASONS, OUTCOMES
 from heartbeat.outcomes import Retryable, Success
 from tests.conftest import ES
 from tests.helpers_http import (
-    config_for,
-    free_port,
+    LISTENER,
     get,
     parse,
-    running,
     sample,
     scrape,
     wait_for_sample,
 )
+from tests.support import free_port, make_config, running
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,7 +92,9 @@ def test_listen_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_success_and_a_not_found_drop(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     schedule = {"drop_confirm_after": 1.0}
-    async with running(config_for(es.url, jobs=["job-a", "gone"], schedule=schedule)) as hb:
+    async with running(
+        make_config(es.url, LISTENER, jobs={"ids": ["job-a", "gone"]}, schedule=schedule)
+    ) as (hb, _):
         await wait_for_sample(hb, "heartbeat_jobs_pending_drop", lambda v: v == 1)
         found = await wait_for_sample(
             hb, "heartbeat_jobs_dropped_total", lambda v: v == 1, reason="not_found"
@@ -126,7 +127,7 @@ async def test_success_and_a_not_found_drop(es: ES) -> None:
 async def test_a_503_counts_as_retryable(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     es.emu.script([Fault(status=503)], job_id="job-a")
-    async with running(config_for(es.url, jobs=["job-a"])) as hb:
+    async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         found = await wait_for_sample(
             hb, "heartbeat_checkins_total", lambda v: v == 1, outcome="success"
         )
@@ -138,7 +139,7 @@ async def test_a_503_counts_as_retryable(es: ES) -> None:
 async def test_elasticsearch_up_follows_the_cluster(es: ES) -> None:
     es.emu.create_job(job_id="job-a")
     es.emu.always(Fault(status=503))
-    async with running(config_for(es.url, jobs=["job-a"])) as hb:
+    async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         await wait_for_sample(hb, "heartbeat_elasticsearch_up", lambda v: v == 0)
         es.emu.always(None)
         found = await wait_for_sample(hb, "heartbeat_elasticsearch_up", lambda v: v == 1)
@@ -147,7 +148,7 @@ async def test_elasticsearch_up_follows_the_cluster(es: ES) -> None:
 
 async def test_connection_refused_is_down() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    async with running(config_for(url, jobs=["job-a"])) as hb:
+    async with running(make_config(url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         found = await wait_for_sample(hb, "heartbeat_elasticsearch_up", lambda v: v == 0)
     assert sample(found, "heartbeat_checkins_total", outcome="retryable")
     assert sample(found, "heartbeat_checkins_total", outcome="success") == 0
@@ -155,7 +156,7 @@ async def test_connection_refused_is_down() -> None:
 
 async def test_elasticsearch_up_is_absent_before_the_first_contact() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    async with running(config_for(url)) as hb:
+    async with running(make_config(url, LISTENER)) as (hb, _):
         found = await scrape(hb)
     assert sample(found, "heartbeat_elasticsearch_up") is None
     assert sample(found, "heartbeat_watched_jobs") == 0
@@ -169,7 +170,9 @@ async def test_a_job_without_success_for_half_idle_after_is_at_risk(es: ES) -> N
     es.emu.always(Fault(status=409), job_id="job-b")
     # A healthy job is checked in every 0.5 s, well inside idle_after / 2.
     schedule = {"interval": 0.5, "jitter": 0.1, "idle_after": 2.0}
-    async with running(config_for(es.url, jobs=["job-a", "job-b"], schedule=schedule)) as hb:
+    async with running(
+        make_config(es.url, LISTENER, jobs={"ids": ["job-a", "job-b"]}, schedule=schedule)
+    ) as (hb, _):
         found = await scrape(hb)
         assert sample(found, "heartbeat_jobs_at_risk") == 0
         found = await wait_for_sample(hb, "heartbeat_jobs_at_risk", lambda v: v == 1)
@@ -179,7 +182,7 @@ async def test_a_job_without_success_for_half_idle_after_is_at_risk(es: ES) -> N
 
 
 async def test_openmetrics_when_asked(es: ES) -> None:
-    async with running(config_for(es.url)) as hb:
+    async with running(make_config(es.url, LISTENER)) as (hb, _):
         status, content_type, text = await get(
             hb, "/metrics", Accept="application/openmetrics-text; version=1.0.0"
         )
@@ -190,14 +193,14 @@ async def test_openmetrics_when_asked(es: ES) -> None:
 
 
 def test_each_heartbeat_has_its_own_registry() -> None:
-    config = config_for("http://127.0.0.1:9")
+    config = make_config("http://127.0.0.1:9", LISTENER)
     first, second = Heartbeat(config), Heartbeat(config)
     assert first.metrics.registry is not second.metrics.registry
     assert b"heartbeat_watched_jobs 0.0" in second.metrics.exposition()[0]
 
 
 def test_durations_land_in_their_le_buckets() -> None:
-    hb = Heartbeat(config_for("http://127.0.0.1:9"))
+    hb = Heartbeat(make_config("http://127.0.0.1:9", LISTENER))
     for seconds in (0.0, 0.005, 0.0051, 0.3, 30.0, 31.0):  # 0.005 and 30.0 are bounds
         for observer in hb.scheduler.outcome_observers:
             observer("job-a", Success(200), seconds)
@@ -220,7 +223,7 @@ def test_durations_land_in_their_le_buckets() -> None:
 
 
 def test_a_scrape_stays_cheap_at_100000_jobs() -> None:
-    hb = Heartbeat(config_for("http://127.0.0.1:9", schedule={"ramp_rate": 1e9}))
+    hb = Heartbeat(make_config("http://127.0.0.1:9", LISTENER, schedule={"ramp_rate": 1e9}))
     hb.watch_many([f"job-{index:06d}" for index in range(100_000)])
     started = time.perf_counter()
     body, _ = hb.metrics.exposition()
@@ -235,7 +238,7 @@ async def test_a_taken_port_is_a_config_error(es: ES) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        hb = Heartbeat(config_for(es.url, metrics={"listen": f"127.0.0.1:{port}"}))
+        hb = Heartbeat(make_config(es.url, LISTENER, metrics={"listen": f"127.0.0.1:{port}"}))
         with anyio.fail_after(10), pytest.raises(ConfigError) as caught:
             async with hb:
                 pytest.fail("the Heartbeat started without its listener")

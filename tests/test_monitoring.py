@@ -28,8 +28,9 @@ import pytest
 import yaml
 
 from tests.conftest import ES
-from tests.helpers_daemon import run_daemon, write_config
+from tests.helpers_daemon import DAEMON, run_daemon
 from tests.helpers_http import parse
+from tests.support import toml, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "heartbeat-alerts.yaml"
@@ -216,7 +217,7 @@ async def test_every_metric_the_rules_and_the_dashboard_use_is_exported(
     assert len(used) >= 8, f"the metric name extraction found too little: {used}"
 
     job = es.emu.create_job(job_id="job-scraped")
-    config = write_config(tmp_path / "hb.toml", es.url, ids=[job])
+    config = write_config(tmp_path / "hb.toml", toml(es.url, DAEMON, jobs={"ids": [job]}))
     # A [worker] probe, so that heartbeat_worker_up exists: the worker is this test's
     # own process, alive throughout.
     pid_file = tmp_path / "worker.pid"

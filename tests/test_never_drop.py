@@ -20,36 +20,33 @@ import pytest
 from structlog.testing import capture_logs
 
 from heartbeat import Heartbeat
-from heartbeat.config import Config
-from heartbeat.control import ControlSource
 from heartbeat.emulator import Emulator, Fault, serve
 from heartbeat.state import FILENAME, OUTCOMES_FILENAME
 from tests.faultproxy import fault_proxy
 from tests.helpers_control import api_client, short_dir
 from tests.helpers_daemon import run_daemon
+from tests.support import Sections, make_config, running, toml, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
 UUID_A, UUID_B = "cluster-a-uuid", "cluster-b-uuid"
 
 
-def config_for(*hosts: str, state: Path | None = None, **extra: Any) -> Config:
-    schedule = {
+#: The layer for these tests: a check-in every 0.5 s, drops confirmed after 0.3 s,
+#: quick retries, no state and no control API unless a test sets them.
+NEVER_DROP: Sections = {
+    "elasticsearch": {"request_timeout": 1.0},
+    "schedule": {
         "interval": 0.5,
         "jitter": 0.0,
         "idle_after": 30.0,
         "drop_confirm_after": 0.3,
         "shutdown_timeout": 1.0,
-        **extra.pop("schedule", {}),
-    }
-    return Config(
-        elasticsearch={"hosts": list(hosts), "request_timeout": 1.0, **extra.pop("es", {})},
-        schedule=schedule,
-        backoff={"initial": 0.1, "multiplier": 2.0, "max": 0.4},
-        state={"dir": state},
-        control={"socket": extra.pop("socket", None)},
-        **extra,
-    )
+    },
+    "backoff": {"initial": 0.1, "multiplier": 2.0, "max": 0.4},
+    "state": {"dir": None},
+    "control": {"socket": None},
+}
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -69,11 +66,11 @@ async def test_a_reload_to_another_cluster_drops_nothing_and_recovers_when_switc
     emu_a, emu_b = two_clusters(ids)
     async with serve(emu_a) as url_a, serve(emu_b) as url_b:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(url_a)) as hb:
+            async with Heartbeat(make_config(url_a, NEVER_DROP)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(1.2)
                 assert hb.health.readiness().ready
-                await hb.apply(config_for(url_b))  # someone pointed hosts at staging
+                await hb.apply(make_config(url_b, NEVER_DROP))  # someone pointed hosts at staging
                 await anyio.sleep(2.0)
                 readiness = hb.health.readiness()
                 assert (readiness.ready, readiness.reason) == (
@@ -82,7 +79,7 @@ async def test_a_reload_to_another_cluster_drops_nothing_and_recovers_when_switc
                 )
                 assert hb.scheduler.in_outage
                 switched_back = time.monotonic()
-                await hb.apply(config_for(url_a))
+                await hb.apply(make_config(url_a, NEVER_DROP))
                 await anyio.sleep(1.5)
                 assert hb.health.readiness().ready
                 watched = {job.id for job in hb.jobs()}
@@ -111,7 +108,7 @@ async def test_a_host_of_another_cluster_is_skipped_like_a_dead_one() -> None:
     async with serve(emu_a) as url_a, serve(emu_b) as url_b:
         with capture_logs() as logs, anyio.fail_after(30):
             # The expected cluster is pinned; the first host belongs to another one.
-            config = config_for(url_b, url_a, es={"cluster_uuid": UUID_A})
+            config = make_config([url_b, url_a], NEVER_DROP, elasticsearch={"cluster_uuid": UUID_A})
             async with Heartbeat(config) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(1.6)
@@ -131,7 +128,7 @@ async def test_a_genuine_drop_on_the_expected_cluster_still_works() -> None:
     ids = [emu.create_job(job_id=f"job-{n}") for n in range(3)]
     async with serve(emu) as url:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(url)) as hb:
+            async with Heartbeat(make_config(url, NEVER_DROP)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(0.8)
                 emu.delete_job("job-0")
@@ -152,7 +149,7 @@ async def test_a_404_shorter_than_drop_confirm_after_drops_nothing() -> None:
     ids = [emu.create_job(job_id=f"job-{n}") for n in range(3)]
     async with serve(emu) as url:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(url)) as hb:
+            async with Heartbeat(make_config(url, NEVER_DROP)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(0.8)
                 emu.script([Fault(status=404)], job_id="job-0")  # one genuine 404
@@ -174,7 +171,7 @@ async def test_a_storm_over_most_of_the_list_drops_nothing_before_idle_after() -
     schedule = {"interval": 1.0, "idle_after": 6.0, "drop_confirm_after": 0.5}
     async with serve(emu) as url:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(url, schedule=schedule)) as hb:
+            async with Heartbeat(make_config(url, NEVER_DROP, schedule=schedule)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(1.5)  # spread over the interval by now
                 storm_at = time.monotonic()
@@ -204,7 +201,7 @@ async def test_identity_unavailable_warns_once_and_drops_as_before() -> None:
     emu.always(Fault(status=403, actions=frozenset({"info"})))  # no monitor privilege
     async with serve(emu) as url:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(url)) as hb:
+            async with Heartbeat(make_config(url, NEVER_DROP)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(0.8)
                 emu.delete_job("job-0")
@@ -223,19 +220,21 @@ async def test_a_pinned_identity_wins_over_a_remembered_one(tmp_path: Path) -> N
     state = tmp_path / "state"
     async with serve(emu_a) as url_a, serve(emu_b) as url_b:
         with anyio.fail_after(30):
-            async with Heartbeat(config_for(url_a, state=state)) as hb:
+            async with Heartbeat(make_config(url_a, NEVER_DROP, state={"dir": state})) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(0.6)
         saved = json.loads((state / FILENAME).read_text())
         assert saved["cluster_uuid"] == UUID_A  # the first cluster seen, remembered
         with capture_logs() as logs, anyio.fail_after(30):
             # Remembered A, no pin: B is another cluster.
-            async with Heartbeat(config_for(url_b, state=state)) as hb:
+            async with Heartbeat(make_config(url_b, NEVER_DROP, state={"dir": state})) as hb:
                 await anyio.sleep(0.6)
             assert emu_b.checkins() == []
             # Moved to B on purpose: pinned, B is trusted and A is now the stranger.
             pinned = {"cluster_uuid": UUID_B}
-            async with Heartbeat(config_for(url_a, url_b, state=state, es=pinned)) as hb:
+            async with Heartbeat(
+                make_config([url_a, url_b], NEVER_DROP, elasticsearch=pinned, state={"dir": state})
+            ) as hb:
                 await anyio.sleep(0.8)
                 watched = {job.id for job in hb.jobs()}
     assert watched == set(ids)
@@ -254,39 +253,38 @@ async def test_tombstones_and_restore_through_the_api_and_the_cli() -> None:
     with short_dir() as tmp:
         socket = tmp / "control.sock"
         async with serve(emu) as url:
-            config = config_for(url, state=tmp / "state", socket=socket)
-            async with Heartbeat(config) as hb:
-                control = ControlSource(config.control)
-                await hb.start(control.run, hb)
-                async with api_client(socket) as call:
-                    assert (await call("PUT", "/jobs/keep")).status == 201
-                    assert (await call("PUT", "/jobs/a%2Fb%20gone")).status == 201
-                    emu.delete_job("a/b gone")
-                    with anyio.fail_after(10):
-                        while "a/b gone" in hb.scheduler:
-                            await anyio.sleep(0.05)
-                    dropped = await call("GET", "/dropped")
-                    assert dropped.status == 200
-                    [entry] = dropped.json["dropped"]
-                    assert entry["id"] == "a/b gone"
-                    assert (entry["reason"], entry["status"]) == ("not_found", 404)
-                    assert entry["server_reason"] == "connector sync job [a/b gone] not found"
-                    assert entry["sources"] == ["control"]
-                    assert entry["dropped_at"].endswith("Z")
-                    cli = await jobs_cli(socket, "dropped", "--json")
-                    assert cli[0] == 0 and json.loads(cli[1]) == dropped.json
-                    text = await jobs_cli(socket, "dropped")
-                    assert text[0] == 0 and "a/b gone" in text[1] and "not_found" in text[1]
-                    missing = await call("POST", "/dropped/keep/restore")
-                    assert missing.status == 404
-                    assert (await jobs_cli(socket, "restore", "never-dropped"))[0] == 1
-                    emu.create_job(job_id="a/b gone")  # it exists again (or never left)
-                    restored = await jobs_cli(socket, "restore", "a/b gone")
-                    assert restored[0] == 0 and "restored" in restored[1]
-                    assert hb.scheduler.job("a/b gone") is not None
-                    assert (await call("GET", "/dropped")).json == {"dropped": []}
-                    view = hb.scheduler.job("a/b gone")
-                    assert view is not None and view.sources == ("control",)
+            config = make_config(
+                url, NEVER_DROP, state={"dir": tmp / "state"}, control={"socket": socket}
+            )
+            async with running(config, "control") as (hb, _), api_client(socket) as call:
+                assert (await call("PUT", "/jobs/keep")).status == 201
+                assert (await call("PUT", "/jobs/a%2Fb%20gone")).status == 201
+                emu.delete_job("a/b gone")
+                with anyio.fail_after(10):
+                    while "a/b gone" in hb.scheduler:
+                        await anyio.sleep(0.05)
+                dropped = await call("GET", "/dropped")
+                assert dropped.status == 200
+                [entry] = dropped.json["dropped"]
+                assert entry["id"] == "a/b gone"
+                assert (entry["reason"], entry["status"]) == ("not_found", 404)
+                assert entry["server_reason"] == "connector sync job [a/b gone] not found"
+                assert entry["sources"] == ["control"]
+                assert entry["dropped_at"].endswith("Z")
+                cli = await jobs_cli(socket, "dropped", "--json")
+                assert cli[0] == 0 and json.loads(cli[1]) == dropped.json
+                text = await jobs_cli(socket, "dropped")
+                assert text[0] == 0 and "a/b gone" in text[1] and "not_found" in text[1]
+                missing = await call("POST", "/dropped/keep/restore")
+                assert missing.status == 404
+                assert (await jobs_cli(socket, "restore", "never-dropped"))[0] == 1
+                emu.create_job(job_id="a/b gone")  # it exists again (or never left)
+                restored = await jobs_cli(socket, "restore", "a/b gone")
+                assert restored[0] == 0 and "restored" in restored[1]
+                assert hb.scheduler.job("a/b gone") is not None
+                assert (await call("GET", "/dropped")).json == {"dropped": []}
+                view = hb.scheduler.job("a/b gone")
+                assert view is not None and view.sources == ("control",)
     assert [r.status for r in emu.checkins("a/b gone")][-1] == 200  # checked in again
 
 
@@ -305,34 +303,26 @@ async def test_last_success_comes_back_after_kill_9(tmp_path: Path) -> None:
     emu.create_job(job_id="job-a")
     state = tmp_path / "state"
     async with serve(emu) as url:
-        config = tmp_path / "hb.toml"
-        config.write_text(
-            "\n".join(
-                [
-                    "[elasticsearch]",
-                    f"hosts = [{json.dumps(url)}]",
-                    "[schedule]",
-                    "interval = 1.0",
-                    "jitter = 0.0",
-                    "[jobs]",
-                    'ids = ["job-a"]',
-                    "[state]",
-                    f"dir = {json.dumps(str(state))}",
-                    "[logging]",
-                    'format = "json"',
-                ]
-            )
-            + "\n"
+        text = toml(
+            url,
+            schedule={"interval": 1.0, "jitter": 0.0},
+            jobs={"ids": ["job-a"]},
+            state={"dir": state},
+            logging={"format": "json"},
         )
-        config.chmod(0o600)
+        config = write_config(tmp_path / "hb.toml", text)
         async with run_daemon(config) as daemon:
             saved = await saved_outcome(state / OUTCOMES_FILENAME, "job-a")
             daemon.signal(signal.SIGKILL)
             await daemon.wait()
         emu.always(Fault(status=503))  # after the restart, nothing succeeds
         with capture_logs(), anyio.fail_after(30):
-            restarted = config_for(
-                url, state=state, schedule={"idle_after": 2.0}, jobs={"ids": ["job-a"]}
+            restarted = make_config(
+                url,
+                NEVER_DROP,
+                state={"dir": state},
+                schedule={"idle_after": 2.0},
+                jobs={"ids": ["job-a"]},
             )
             async with Heartbeat(restarted) as hb:
                 view = hb.scheduler.job("job-a")
@@ -363,7 +353,7 @@ async def test_another_cluster_behind_the_same_url_after_a_reconnection() -> Non
     emu_a, emu_b = two_clusters(ids)
     async with serve(emu_a) as url_a, serve(emu_b) as url_b, fault_proxy(url_a) as proxy:
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(proxy.url)) as hb:
+            async with Heartbeat(make_config(proxy.url, NEVER_DROP)) as hb:
                 hb.watch_many(ids, "test")
                 await anyio.sleep(1.2)
                 await proxy.set_mode("refuse")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
 
 import anyio
 import pytest
@@ -18,10 +17,10 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from heartbeat import Heartbeat
-from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
 from heartbeat.emulator import Emulator, Fault, serve
 from tests.conftest import ES
 from tests.faultproxy import fault_proxy
+from tests.support import Sections, make_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,12 +29,13 @@ TIMEOUT = 0.5
 SECRET = "partial-failure-api-key-8c1f"
 
 
-def config_for(*hosts: str, **es: Any) -> Config:
-    return Config(
-        elasticsearch=ElasticsearchSettings(hosts=list(hosts), request_timeout=TIMEOUT, **es),
-        schedule=ScheduleSettings(interval=INTERVAL, jitter=0.0, max_in_flight=8),
-        backoff=BackoffSettings(initial=0.2, multiplier=2.0, max=1.0),
-    )
+#: The layer for these tests: a check-in every INTERVAL, requests time out after
+#: TIMEOUT, eight in flight.
+PARTIAL: Sections = {
+    "elasticsearch": {"request_timeout": TIMEOUT},
+    "schedule": {"interval": INTERVAL, "jitter": 0.0, "max_in_flight": 8},
+    "backoff": {"initial": 0.2, "multiplier": 2.0, "max": 1.0},
+}
 
 
 def ok_times(emulator: Emulator, job_id: str, since: float) -> list[float]:
@@ -54,7 +54,7 @@ async def test_one_sick_job_backs_off_alone_and_never_declares_an_outage(es: ES)
     es.emu.always(Fault(status=503), job_id=sick)  # that id alone
     outage_seen = False
     with capture_logs() as logs, anyio.fail_after(30):
-        async with Heartbeat(config_for(es.url)) as hb:
+        async with Heartbeat(make_config(es.url, PARTIAL)) as hb:
 
             def watch_outage(*_: object) -> None:
                 nonlocal outage_seen
@@ -90,7 +90,9 @@ async def test_a_host_that_never_answers_costs_one_timeout_not_one_per_request()
             emulator.create_job(job_id=job_id)
     async with serve(emu_a) as url_a, serve(emu_b) as url_b, fault_proxy(url_a) as proxy:
         await proxy.set_mode("blackhole")  # A accepts and never answers
-        config = config_for(proxy.url, url_b, api_key=SecretStr(SECRET))
+        config = make_config(
+            [proxy.url, url_b], PARTIAL, elasticsearch={"api_key": SecretStr(SECRET)}
+        )
         with capture_logs() as logs, anyio.fail_after(30):
             async with Heartbeat(config) as hb:
                 start = time.monotonic()
@@ -129,7 +131,7 @@ async def test_a_refusing_host_is_skipped_until_it_listens_again(es: ES) -> None
     async with fault_proxy(es.url) as proxy:
         await proxy.set_mode("refuse")
         with capture_logs() as logs, anyio.fail_after(30):
-            async with Heartbeat(config_for(proxy.url, es.url)) as hb:
+            async with Heartbeat(make_config([proxy.url, es.url], PARTIAL)) as hb:
                 start = time.monotonic()
                 hb.watch_many(ids, "test")
                 await anyio.sleep(2.2)

@@ -11,99 +11,32 @@ import signal
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from heartbeat.config import Config, QueueSettings
-from heartbeat.daemon import Heartbeat
+from heartbeat.config import QueueSettings
 from heartbeat.emulator import Emulator, serve
-from heartbeat.sources import build_sources
 from heartbeat.sources.queue import EntryError, in_shard, parse_entry, sort_batch
 from heartbeat.state import FILENAME
 from tests.conftest import ES
-from tests.helpers_daemon import run_daemon, write_config
-from tests.helpers_redis import RedisServer
+from tests.helpers_daemon import DAEMON, run_daemon
+from tests.helpers_redis import (
+    CONSUMER,
+    GROUP,
+    QUEUE,
+    RedisServer,
+    pending,
+    producer,
+    settled,
+    unique,
+)
 from tests.strategies import job_ids
-
-GROUP = "g"
-CONSUMER = "c"
-
-
-def unique(prefix: str = "test") -> str:
-    return f"{prefix}:{uuid.uuid4().hex[:12]}"
-
-
-def make_config(
-    es_url: str,
-    redis_url: str,
-    stream: str,
-    *,
-    group: str = GROUP,
-    consumer: str = CONSUMER,
-    state_dir: Path | None = None,
-    **queue: Any,
-) -> Config:
-    return Config(
-        elasticsearch={"hosts": [es_url]},
-        queue={"url": redis_url, "stream": stream, "group": group, "consumer": consumer, **queue},
-        schedule={"status_check_interval": 0, "ramp_rate": 200},
-        backoff={"initial": 0.05, "multiplier": 2.0, "max": 0.2},
-        state={"dir": state_dir},
-    )
-
-
-@asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Heartbeat]:
-    """A Heartbeat with the queue source, as build_sources() makes it."""
-    async with Heartbeat(config) as hb:
-        [queue] = [source for source in build_sources(config) if source.name == "queue"]
-        await hb.start(queue.run, hb, name="queue")
-        yield hb
-
-
-@asynccontextmanager
-async def producer(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url, password=server.password)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.01)
-
-
-async def pending(client: Redis, stream: str, group: str = GROUP) -> int:
-    info = await client.xpending(stream, group)
-    return int(info["pending"])
-
-
-async def settled(client: Redis, stream: str, group: str = GROUP) -> bool:
-    """Every entry of the stream delivered to ``group`` and acknowledged."""
-    groups = {g["name"].decode(): g for g in await client.xinfo_groups(stream)}
-    last = await client.xrevrange(stream, count=1)
-    group_info = groups.get(group)
-    if group_info is None or not last:
-        return False
-    return bool(group_info["last-delivered-id"] == last[0][0] and group_info["pending"] == 0)
-
+from tests.support import make_config, running, toml, until, write_config
 
 # -- pure parts --------------------------------------------------------------------------
 
@@ -152,10 +85,12 @@ async def test_watch_and_unwatch_through_the_stream(
     for job_id in ("a", "b", "c", "x", "y"):
         es.emu.create_job(job_id=job_id)
     stream = unique()
-    config = make_config(es.url, redis_server.url, stream, state_dir=tmp_path)
+    config = make_config(
+        es.url, QUEUE, queue={"url": redis_server.url, "stream": stream}, state={"dir": tmp_path}
+    )
     config = config.model_copy(update={"jobs": config.jobs.model_copy(update={"ids": ["c"]})})
     with anyio.fail_after(10), capture_logs() as logs:
-        async with running(config) as hb, producer(redis_server) as redis:
+        async with running(config, "queue") as (hb, _), producer(redis_server) as redis:
             for op, job_id in [
                 ("watch", "a"),
                 ("watch", "b"),
@@ -196,8 +131,8 @@ async def test_malformed_entries_go_to_the_dead_stream_and_are_acknowledged(
         {"op": b"\xff", "id": "x", "note": "kept"},
     ]
     with anyio.fail_after(10), capture_logs() as logs:
-        config = make_config(es.url, redis_server.url, stream)
-        async with running(config) as hb, producer(redis_server) as redis:
+        config = make_config(es.url, QUEUE, queue={"url": redis_server.url, "stream": stream})
+        async with running(config, "queue") as (hb, _), producer(redis_server) as redis:
             ids = [(await redis.xadd(stream, fields)).decode() for fields in bad]
             await redis.xadd(stream, {"op": "watch", "id": "good"})
             await until(lambda: settled(redis, stream))
@@ -230,7 +165,15 @@ async def test_ten_thousand_ids_at_once_are_watched_persisted_and_acknowledged(
         es.emu.create_job(job_id=job_id)
     stream = unique()
     with anyio.fail_after(20):
-        async with running(make_config(es.url, redis_server.url, stream, state_dir=tmp_path)) as hb:
+        async with running(
+            make_config(
+                es.url,
+                QUEUE,
+                queue={"url": redis_server.url, "stream": stream},
+                state={"dir": tmp_path},
+            ),
+            "queue",
+        ) as (hb, _):
             async with producer(redis_server) as redis:
                 async with redis.pipeline(transaction=False) as pipe:
                     for job_id in ids:
@@ -258,12 +201,20 @@ async def test_two_daemons_split_the_ids_exactly_by_crc32_shard(
         {job_id for job_id in ids if zlib.crc32(job_id.encode("utf-8")) % 2 == k} for k in (0, 1)
     ]
     assert all(expected) and expected[0].isdisjoint(expected[1])
-    config0 = make_config(es.url, redis_server.url, stream, group="g0", shard="0/2")
-    config1 = make_config(es.url, redis_server.url, stream, group="g1", shard="1/2")
+    config0 = make_config(
+        es.url,
+        QUEUE,
+        queue={"url": redis_server.url, "stream": stream, "group": "g0", "shard": "0/2"},
+    )
+    config1 = make_config(
+        es.url,
+        QUEUE,
+        queue={"url": redis_server.url, "stream": stream, "group": "g1", "shard": "1/2"},
+    )
     with anyio.fail_after(10):
         async with (
-            running(config0) as hb0,
-            running(config1) as hb1,
+            running(config0, "queue") as (hb0, _),
+            running(config1, "queue") as (hb1, _),
             producer(redis_server) as redis,
         ):
             for job_id in ids:
@@ -295,7 +246,10 @@ async def test_entries_read_but_not_acknowledged_before_a_crash_are_read_again(
                 await redis.xadd(stream, {"op": "watch", "id": job_id})
             await redis.xreadgroup(GROUP, CONSUMER, {stream: ">"}, count=10)
             assert await pending(redis, stream) == 3
-            async with running(make_config(es.url, redis_server.url, stream)) as hb:
+            async with running(
+                make_config(es.url, QUEUE, queue={"url": redis_server.url, "stream": stream}),
+                "queue",
+            ) as (hb, _):
                 await until(lambda: {"p1", "p2", "p3"} <= set(hb.scheduler.job_ids()))
                 await until(lambda: settled(redis, stream))
                 await redis.xadd(stream, {"op": "watch", "id": "p4"})
@@ -310,7 +264,7 @@ async def test_redis_killed_and_restarted_check_ins_go_on(es: ES, tmp_path: Path
     server = RedisServer()
     server.start()
     stream = unique()
-    config = make_config(es.url, server.url, stream)
+    config = make_config(es.url, QUEUE, queue={"url": server.url, "stream": stream})
     config = config.model_copy(
         update={
             "jobs": config.jobs.model_copy(update={"ids": ["steady"]}),
@@ -319,7 +273,7 @@ async def test_redis_killed_and_restarted_check_ins_go_on(es: ES, tmp_path: Path
     )
     try:
         with anyio.fail_after(15), capture_logs() as logs:
-            async with running(config) as hb:
+            async with running(config, "queue") as (hb, _):
                 async with producer(server) as redis:
                     await redis.xadd(stream, {"op": "watch", "id": "before"})
                     await until(lambda: "before" in hb.scheduler)
@@ -349,25 +303,23 @@ async def test_the_password_is_used_and_never_logged(es: ES, tmp_path: Path) -> 
     es.emu.create_job(job_id="auth-ok")
     server = RedisServer(password=password)
     server.start()
-    (tmp_path / "redis_password").write_text(password + "\n")
+    password_file = tmp_path / "redis_password"
+    password_file.write_text(password + "\n")
     stream = unique()
     try:
         with anyio.fail_after(10), capture_logs() as logs:
             # In the URL, with a wrong password first: refused, logged without it.
             wrong = server.url.replace("redis://", "redis://:wrong-pw-123@")
-            config = make_config(es.url, wrong, stream)
-            async with running(config):
+            config = make_config(es.url, QUEUE, queue={"url": wrong, "stream": stream})
+            async with running(config, "queue"):
                 await until(lambda: any(e["event"] == "queue_disconnected" for e in logs))
             # From password_file, through the same loading as `heartbeat run`.
-            toml = tmp_path / "heartbeat.toml"
-            toml.write_text(
-                f'[elasticsearch]\nhosts = ["{es.url}"]\n'
-                f'[queue]\nurl = "{server.url}"\nstream = "{stream}"\n'
-                f'password_file = "{tmp_path / "redis_password"}"\n'
-            )
+            path = tmp_path / "heartbeat.toml"
+            queue = {"url": server.url, "stream": stream}
+            path.write_text(toml(es.url, queue={**queue, "password_file": password_file}))
             from heartbeat.config import load
 
-            async with running(load(toml)) as hb, producer(server) as redis:
+            async with running(load(path), "queue") as (hb, _), producer(server) as redis:
                 await redis.xadd(stream, {"op": "watch", "id": "auth-ok"})
                 await until(lambda: "auth-ok" in hb.scheduler)
     finally:
@@ -395,7 +347,9 @@ async def test_any_valid_id_travels_the_stream_verbatim(
         async with (
             serve(emulator) as url,
             producer(redis_server) as redis,
-            running(make_config(url, redis_server.url, stream)) as hb,
+            running(
+                make_config(url, QUEUE, queue={"url": redis_server.url, "stream": stream}), "queue"
+            ) as (hb, _),
         ):
             for job_id in ids:
                 await redis.xadd(stream, {"op": "watch", "id": job_id})
@@ -429,14 +383,13 @@ async def test_heartbeat_run_with_a_queue_and_discovery_reloads_and_hides_the_pa
     discovered = es.emu.create_job("c1", worker_hostname="sidecar-host")
 
     def write(stream: str) -> Path:
-        path = write_config(tmp_path / "hb.toml", es.url)
-        with path.open("a") as handle:
-            handle.write(
-                f'[queue]\nurl = "{url}"\nstream = "{stream}"\ngroup = "{GROUP}"\n'
-                '[discovery]\nconnector_ids = ["c1"]\nworker_hostname = "sidecar-host"\n'
-                "interval = 1\n"
-            )
-        return path
+        text = toml(
+            es.url,
+            DAEMON,
+            queue={"url": url, "stream": stream, "group": GROUP},
+            discovery={"connector_ids": ["c1"], "worker_hostname": "sidecar-host", "interval": 1},
+        )
+        return write_config(tmp_path / "hb.toml", text)
 
     try:
         async with run_daemon(write(first)) as daemon, producer(server) as redis:

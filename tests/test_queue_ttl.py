@@ -10,8 +10,8 @@ from structlog.testing import capture_logs
 
 from heartbeat.sources.queue import EntryError, parse_ttl, sort_batch
 from tests.conftest import ES
-from tests.helpers_redis import RedisServer
-from tests.test_queue import make_config, producer, running, settled, unique, until
+from tests.helpers_redis import QUEUE, RedisServer, producer, settled, unique
+from tests.support import make_config, running, until
 
 
 def test_ttl_field_parses_and_a_bad_one_is_a_malformed_entry() -> None:
@@ -38,9 +38,11 @@ async def test_queue_claims_with_a_ttl_expire_and_renewals_keep_them(
     for job_id in ("leased", "renewed", "defaulted"):
         es.emu.create_job(job_id=job_id)
     stream = unique()
-    config = make_config(es.url, redis_server.url, stream, default_ttl=1)
+    config = make_config(
+        es.url, QUEUE, queue={"url": redis_server.url, "stream": stream, "default_ttl": 1}
+    )
     with anyio.fail_after(20), capture_logs() as logs:
-        async with running(config) as hb, producer(redis_server) as redis:
+        async with running(config, "queue") as (hb, _), producer(redis_server) as redis:
             await redis.xadd(stream, {"op": "watch", "id": "leased", "ttl": "1"})
             await redis.xadd(stream, {"op": "watch", "id": "renewed", "ttl": "1"})
             await redis.xadd(stream, {"op": "watch", "id": "defaulted"})

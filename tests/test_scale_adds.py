@@ -25,7 +25,8 @@ from heartbeat.outcomes import Outcome, Success
 from heartbeat.scheduler import Scheduler
 from heartbeat.state import FILENAME, encode
 from tests.conftest import ES
-from tests.helpers_control import make_config
+from tests.helpers_control import QUIET
+from tests.support import make_config
 
 
 async def ok(_job_id: str) -> Outcome:
@@ -109,7 +110,7 @@ async def test_ids_from_the_config_and_the_state_file_are_added_in_chunks(
     state = tmp_path / "state"
     state.mkdir()
     (state / FILENAME).write_bytes(encode(dict.fromkeys(saved_ids, ("control",))))
-    hb = Heartbeat(make_config(es.url, ids=config_ids, state=state))
+    hb = Heartbeat(make_config(es.url, QUIET, jobs={"ids": config_ids}, state={"dir": state}))
     sampler = Sampler(hb)
     total = len(config_ids) + len(saved_ids)
     with capture_logs(), anyio.fail_after(30):

@@ -7,9 +7,6 @@ the emulator in test_client.py); time only moves when the test advances it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -21,98 +18,15 @@ from heartbeat.config import BackoffSettings, ScheduleSettings
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
-    Outcome,
     Rejected,
     Retryable,
-    Success,
     Unauthorized,
 )
 from heartbeat.scheduler import RECOVERY_SPREAD, Scheduler
+from tests.helpers_scheduler import OK, T0, Script, make, run_until, scheduling
 
-T0 = 1000.0
-OK = Success(200)
 UNAVAILABLE = Retryable("http", "unavailable", status=503)
 REFUSED = Retryable("connection", "connection refused")
-
-
-class Script:
-    """A check-in function that answers from per-job scripts and records calls."""
-
-    def __init__(self, clock: ManualClock, default: Outcome = OK) -> None:
-        self.clock = clock
-        self.default = default
-        self.scripts: dict[str, list[Outcome]] = defaultdict(list)
-        self.calls: list[tuple[float, str]] = []
-        self.active = 0
-        self.peak = 0
-        self.gate: anyio.Event | None = None
-
-    def script(self, job_id: str, *outcomes: Outcome) -> None:
-        self.scripts[job_id].extend(outcomes)
-
-    async def __call__(self, job_id: str) -> Outcome:
-        self.calls.append((self.clock.monotonic(), job_id))
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            await anyio.lowlevel.checkpoint()
-        finally:
-            self.active -= 1
-        queue = self.scripts.get(job_id)
-        return queue.pop(0) if queue else self.default
-
-    def times(self, job_id: str) -> list[float]:
-        return [round(t - T0, 6) for t, j in self.calls if j == job_id]
-
-
-def make(
-    clock: ManualClock,
-    script: Script,
-    *,
-    rng: Callable[[], float] = lambda: 0.5,
-    **schedule: Any,
-) -> Scheduler:
-    return Scheduler(
-        script,
-        schedule=ScheduleSettings(**{"interval": 60.0, "jitter": 0.1, **schedule}),
-        backoff_settings=BackoffSettings(initial=1.0, multiplier=2.0, max=60.0),
-        clock=clock,
-        rng=rng,
-    )
-
-
-@asynccontextmanager
-async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(scheduler.run)
-            for _ in range(10):  # let the loop grant what is due now
-                await anyio.lowlevel.checkpoint()
-            yield scheduler
-            scheduler.stop()
-
-
-async def run_until(clock: ManualClock, scheduler: Scheduler, until: float) -> None:
-    """Advance the clock from due time to due time up to ``T0 + until``."""
-    await clock.advance(0)
-    while True:
-        due = scheduler.next_wakeup()
-        if due is None or due > T0 + until:
-            break
-        await clock.advance(max(due - clock.monotonic(), 0.0))
-    await clock.advance(max(T0 + until - clock.monotonic(), 0.0))
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
-
-
-@pytest.fixture
-def script(clock: ManualClock) -> Script:
-    return Script(clock)
 
 
 async def test_success_schedule_is_exact_and_does_not_drift(
@@ -120,7 +34,7 @@ async def test_success_schedule_is_exact_and_does_not_drift(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 200)
     assert script.times("job-a") == [0, 60, 120, 180]
 
@@ -129,7 +43,7 @@ async def test_jitter_stays_within_bounds(clock: ManualClock, script: Script) ->
     values = iter([0.0, 1.0, 0.0, 1.0])
     scheduler = make(clock, script, rng=lambda: next(values, 0.5), jitter=0.1)
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 200)
     # anchors 60, 120, 180; offsets -6, +6, -6 around them.
     assert script.times("job-a") == [0, 54, 126, 174]
@@ -141,7 +55,7 @@ async def test_retry_delays_exact_sequence(clock: ManualClock, script: Script) -
     script.script("job-a", UNAVAILABLE, limited, OK)
     scheduler.watch("job-a")
     scheduler.watch("job-b")  # succeeds: keeps the cluster out of outage mode
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 61)
     # 0: 503 -> full jitter of 1 s at u=0.5: 0.5 s; 0.5: 429 with Retry-After 5 s
     # (jitter gives 1 s, Retry-After wins): 5.5; success there; next due 0 + 60.
@@ -154,7 +68,7 @@ async def test_not_found_drops_the_job_and_logs_once(clock: ManualClock, script:
     script.script("gone", gone, gone)
     scheduler.watch("gone")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 5)
             assert scheduler.pending_drops == 1
             await run_until(clock, scheduler, 300)
@@ -180,7 +94,7 @@ async def test_rejected_drops_the_job(clock: ManualClock, script: Script) -> Non
     script.script("bad", Rejected(400, "request body is not supported"))
     scheduler.watch("bad")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 100)
     assert "bad" not in scheduler
     assert [(e["reason"], e["status"]) for e in logs if e["event"] == "job_dropped"] == [
@@ -195,7 +109,7 @@ async def test_misrouted_404_never_drops(clock: ManualClock, script: Script) -> 
     scheduler.watch("job-a")
     scheduler.watch("job-b")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
     assert "job-a" in scheduler
     assert script.times("job-a") == [0, 0.5, 1.5, 60]
@@ -212,7 +126,7 @@ async def test_unauthorized_is_logged_once_and_jobs_are_kept(
     scheduler = make(clock, script)
     scheduler.watch_many([f"job-{n}" for n in range(5)], "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 250)
     assert len(scheduler) == 5
     events = [e for e in logs if e["event"] == "elasticsearch_unauthorized"]
@@ -228,7 +142,7 @@ async def test_grants_in_due_order_within_the_in_flight_limit(
     script.gate = anyio.Event()
     ids = [f"job-{n}" for n in range(6)]
     scheduler.watch_many(ids, "test")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(1)
         assert [job for _, job in script.calls] == ids[:2]
         assert scheduler.in_flight == 2
@@ -244,7 +158,7 @@ async def test_one_request_per_job_even_when_it_outlasts_the_interval(
     scheduler = make(clock, script, jitter=0.0, interval=10.0, idle_after=30.0)
     script.gate = anyio.Event()
     scheduler.watch("slow")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         for _ in range(5):
             await clock.advance(10)
         assert script.times("slow") == [0]
@@ -263,7 +177,7 @@ async def test_a_slot_freed_with_nothing_due_still_wakes_the_loop(
     scheduler.add_periodic(10.0, lambda _now: None)
     script.gate = anyio.Event()
     scheduler.watch_many(["job-a", "job-b"], "test")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(0.5)
         assert scheduler.in_flight == 1
         script.gate.set()
@@ -279,7 +193,7 @@ async def test_a_job_waiting_for_a_slot_goes_as_soon_as_one_frees(
     scheduler = make(clock, script, jitter=0.0, max_in_flight=1)
     script.gate = anyio.Event()
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(1)
         scheduler.watch("job-b")
         await clock.advance(1)
@@ -299,7 +213,7 @@ async def test_a_batch_is_ramped_not_burst(clock: ManualClock, script: Script) -
     dues = sorted(job.next_due for job in scheduler.jobs() if job.next_due is not None)
     offset = clock.wall() - clock.monotonic()
     assert dues[-1] - offset - T0 == pytest.approx(9.999)
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(1.0)
         for _ in range(50):  # time stands still; let the loop work through what is due
             await clock.advance(0)
@@ -315,7 +229,7 @@ async def test_failing_job_gets_three_attempts_before_idle(
     script.script("job-a", OK, *[conflict] * 20)
     scheduler = make(clock, script, jitter=0.0, rng=lambda: 0.999)
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 299)
     attempts_after_success = [t for t in script.times("job-a") if 0 < t < 300]
     assert len(attempts_after_success) >= 4  # the 60 s check-in plus three retries
@@ -328,7 +242,7 @@ async def test_outage_mode_probes_one_at_a_time_and_recovers_spread(
     ids = [f"job-{n:03}" for n in range(100)]
     scheduler.watch_many(ids, "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 59)  # all checked in once
             assert len(script.calls) == 100
             script.default = REFUSED
@@ -369,7 +283,7 @@ async def test_failures_across_jobs_are_aggregated(clock: ManualClock, script: S
     ]
     scheduler.watch_many(interleaved, "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
     failed = [e for e in logs if e["event"] == "checkin_failed"]
     assert len(failed) == 2
@@ -383,7 +297,7 @@ async def test_unwatch_while_in_flight_stops_the_job(clock: ManualClock, script:
     scheduler = make(clock, script)
     script.gate = anyio.Event()
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(0)
         assert scheduler.unwatch("job-a")
         script.gate.set()
@@ -397,7 +311,7 @@ async def test_shorter_interval_on_reconfigure_takes_effect_at_once(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     scheduler.watch("job-a")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await clock.advance(1)
         scheduler.reconfigure(
             schedule=ScheduleSettings(interval=10.0, jitter=0.0),
@@ -430,7 +344,7 @@ async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) ->
         rng=rng.random,
     )
     scheduler.watch_many([f"job-{n:04}" for n in range(1000)], "test")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 70)
         script.default = REFUSED
         before = len(script.calls)
@@ -447,7 +361,7 @@ async def test_one_sick_job_backs_off_alone_without_an_outage(
     script.script("sick", *[UNAVAILABLE] * 20)
     scheduler.watch_many(["sick", "job-b"], "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
             assert not scheduler.in_outage
     # Its own backoff (full jitter at u=0.5 of 1, 2, 4 ... s), however many failures
@@ -464,7 +378,7 @@ async def test_failures_from_distinct_jobs_declare_the_outage(
     script.default = UNAVAILABLE
     scheduler.watch_many(["job-a", "job-b", "job-c", "job-d"], "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 1)
             assert scheduler.in_outage
     [outage] = [e for e in logs if e["event"] == "elasticsearch_unreachable"]
@@ -482,7 +396,7 @@ async def test_a_404_that_lasts_less_than_drop_confirm_after_drops_nothing(
     script.script("blip", NotFound("connector sync job [blip] not found"))  # then OK
     scheduler.watch("blip")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
     assert "blip" in scheduler
     assert scheduler.pending_drops == 0
@@ -500,7 +414,7 @@ async def test_a_storm_of_404s_drops_nothing_before_idle_after(
     ids = [f"job-{n:02}" for n in range(20)]
     scheduler.watch_many(ids, "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 59)
             script.default = NotFound("connector sync job [x] not found")  # index gone
             await run_until(clock, scheduler, 299)
@@ -529,7 +443,7 @@ async def test_a_few_404s_among_many_jobs_are_dropped_after_confirmation(
         script.script(job_id, gone, gone)
     scheduler.watch_many(ids, "test")
     with capture_logs() as logs:
-        async with running(scheduler):
+        async with scheduling(scheduler):
             await run_until(clock, scheduler, 20)
     assert len(scheduler) == 18
     assert not [e for e in logs if e["event"] == "drop_storm_deferred"]
@@ -546,7 +460,7 @@ async def test_the_start_up_ramp_checks_in_the_oldest_success_first(
     scheduler.watchlist.restore_outcome("stale", wall - 250, 3, "timeout: no answer within 10 s")
     scheduler.watchlist.restore_outcome("older", wall - 100, 0, None)
     scheduler.ramp_oldest_first()
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 1)
     # Never succeeded first, then the oldest success; 0.1 s apart (ramp_rate 10/s).
     assert [job for _, job in script.calls] == ["never", "stale", "older", "fresh"]

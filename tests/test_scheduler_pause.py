@@ -4,20 +4,8 @@ read), on a manual clock: exact times of the check-ins that go out, and none tha
 
 from __future__ import annotations
 
-import pytest
-
 from heartbeat.clock import ManualClock
-from tests.test_scheduler import T0, Script, make, run_until, running
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=T0)
-
-
-@pytest.fixture
-def script(clock: ManualClock) -> Script:
-    return Script(clock)
+from tests.helpers_scheduler import Script, make, run_until, scheduling
 
 
 async def test_paused_nothing_is_checked_in_and_resume_checks_in_at_once(
@@ -25,7 +13,7 @@ async def test_paused_nothing_is_checked_in_and_resume_checks_in_at_once(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     scheduler.watch_many(["a", "b"], "api")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 121)
         assert script.times("a") == [0.0, 60.0, 120.0]
         assert script.times("b") == [0.001, 60.001, 120.001]
@@ -48,7 +36,7 @@ async def test_a_held_job_waits_and_the_others_do_not(clock: ManualClock, script
     assert scheduler.hold("held")
     scheduler.watch("free", "api")
     assert not scheduler.hold("not-watched")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 90)
         assert script.times("held") == []
         assert script.times("free") == [0.001, 60.001]
@@ -66,7 +54,7 @@ async def test_a_job_held_before_its_due_time_goes_out_on_time_when_released(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     scheduler.watch("job", "api")
-    async with running(scheduler):
+    async with scheduling(scheduler):
         await run_until(clock, scheduler, 10)
         assert script.times("job") == [0.0]
         scheduler.hold("job")

@@ -18,20 +18,14 @@ from heartbeat.config import Config
 from heartbeat.daemon import Heartbeat
 from heartbeat.sources.file import FileSource, parse
 from tests.conftest import ES
-from tests.helpers_control import daemon_config, make_config, running
+from tests.helpers_control import QUIET, QUIET_DAEMON
 from tests.helpers_daemon import run_daemon
 from tests.strategies import job_ids
+from tests.support import make_config, running, toml, until, write_config
 
 
 def events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
     return [entry for entry in logs if entry["event"] == name]
-
-
-async def until(predicate: object, within: float = 5.0) -> None:
-    assert callable(predicate)
-    with anyio.fail_after(within):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 def replace(path: Path, text: str | bytes) -> None:
@@ -126,7 +120,7 @@ async def test_file_is_applied_before_started_and_changes_within_two_seconds(
     path = tmp_path / "jobs.txt"
     path.write_text("a\nb\n")
     with capture_logs() as logs, anyio.fail_after(15):
-        async with Heartbeat(make_config(es.url, file=path)) as hb:
+        async with Heartbeat(make_config(es.url, QUIET, jobs={"file": path})) as hb:
             source = FileSource(path)  # the default 1 s polling
             await hb.start(source.run, hb)
             assert sorted(hb.scheduler.job_ids()) == ["a", "b"]  # before "started"
@@ -148,7 +142,10 @@ async def test_an_in_place_rewrite_with_the_same_size_is_seen(es: ES, tmp_path: 
     path = tmp_path / "jobs.txt"
     path.write_text("job-a\n")
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, file=path)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, jobs={"file": path}), "file", "control") as (
+            hb,
+            _,
+        ):
             path.write_text("job-b\n")  # same size, same second: mtime_ns tells
             await until(lambda: hb.scheduler.job_ids() == ["job-b"])
 
@@ -158,7 +155,9 @@ async def test_an_id_also_wanted_by_another_source_stays(es: ES, tmp_path: Path)
     path = tmp_path / "jobs.txt"
     path.write_text("shared\n")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, ids=["shared"], file=path)) as (hb, _, _):
+        async with running(
+            make_config(es.url, QUIET, jobs={"ids": ["shared"], "file": path}), "file", "control"
+        ) as (hb, _):
             assert hb.scheduler.claims()["shared"] == ("config", "file")
             replace(path, "")
             await until(lambda: hb.scheduler.claims()["shared"] == ("config",))
@@ -175,7 +174,10 @@ async def test_a_bad_line_is_logged_with_its_number_and_the_rest_applies(
     path = tmp_path / "jobs.txt"
     path.write_bytes(b"ok-1\n\n# fine\nbad\x7fid\nok-2\n")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, file=path)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, jobs={"file": path}), "file", "control") as (
+            hb,
+            _,
+        ):
             assert hb.scheduler.job_ids() == ["ok-1", "ok-2"]
     [bad] = events(logs, "watch_file_line_invalid")
     assert bad["line"] == 4
@@ -189,7 +191,10 @@ async def test_many_bad_lines_are_counted_not_each_logged(es: ES, tmp_path: Path
     path = tmp_path / "jobs.txt"
     path.write_bytes(b"bad\x01\n" * 500 + b"ok\n")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, file=path)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, jobs={"file": path}), "file", "control") as (
+            hb,
+            _,
+        ):
             assert hb.scheduler.job_ids() == ["ok"]
     assert len(events(logs, "watch_file_line_invalid")) == 10
     assert events(logs, "watch_file_loaded")[0]["invalid_lines"] == 500
@@ -204,7 +209,10 @@ async def test_an_unreadable_file_unwatches_nothing_and_is_retried(
     path = tmp_path / "jobs.txt"
     path.write_text("a\nb\n")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, file=path)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, jobs={"file": path}), "file", "control") as (
+            hb,
+            _,
+        ):
             assert sorted(hb.scheduler.job_ids()) == ["a", "b"]
             path.unlink()
             if problem == "directory":
@@ -232,7 +240,10 @@ async def test_a_file_missing_at_start_is_not_fatal(es: ES, tmp_path: Path) -> N
     es.emu.create_job(job_id="late-job")
     path = tmp_path / "later.txt"
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, file=path)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, jobs={"file": path}), "file", "control") as (
+            hb,
+            _,
+        ):
             assert len(hb.scheduler) == 0
             replace(path, "late-job\n")
             await until(lambda: hb.scheduler.job_ids() == ["late-job"])
@@ -246,13 +257,13 @@ async def test_restored_file_ids_are_reconciled_with_the_file(es: ES, tmp_path: 
         es.emu.create_job(job_id=job_id)
     path, state = tmp_path / "jobs.txt", tmp_path / "state"
     path.write_text("keep\ngone\n")
-    config = make_config(es.url, file=path, state=state)
+    config = make_config(es.url, QUIET, jobs={"file": path}, state={"dir": state})
     with capture_logs(), anyio.fail_after(10):
-        async with running(config) as (hb, _, _):
+        async with running(config, "file", "control") as (hb, _):
             hb.watch("mine", "control")
     path.write_text("keep\n")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(config) as (hb, _, _):
+        async with running(config, "file", "control") as (hb, _):
             assert hb.scheduler.claims() == {"keep": ("file",), "mine": ("control",)}
     assert [(e["job_id"], e["reason"]) for e in events(logs, "job_removed")] == [("gone", "source")]
 
@@ -261,10 +272,15 @@ async def test_without_a_file_restored_file_claims_are_released(es: ES, tmp_path
     path, state = tmp_path / "jobs.txt", tmp_path / "state"
     path.write_text("from-file\n")
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, file=path, state=state)):
+        async with running(
+            make_config(es.url, QUIET, jobs={"file": path}, state={"dir": state}), "file", "control"
+        ):
             pass
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, state=state)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, state={"dir": state}), "file", "control") as (
+            hb,
+            _,
+        ):
             assert len(hb.scheduler) == 0
 
 
@@ -275,15 +291,20 @@ async def test_reload_follows_a_new_path_and_rereads(es: ES, tmp_path: Path) -> 
     first.write_text("one\n")
     second.write_text("two\n")
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, file=first), poll_interval=60) as (hb, source, _):
-            await source.reload(make_config(es.url, file=second))
+        async with running(
+            make_config(es.url, QUIET, jobs={"file": first}), "file", "control", file_poll=60
+        ) as (hb, sources):
+            source = sources["file"]
+            await source.reload(make_config(es.url, QUIET, jobs={"file": second}))
             assert hb.scheduler.job_ids() == ["two"]  # done when reload returns
             replace(second, "two\nthree\n")
-            await source.reload(make_config(es.url, file=second))  # SIGHUP: re-read now
+            await source.reload(
+                make_config(es.url, QUIET, jobs={"file": second})
+            )  # SIGHUP: re-read now
             assert hb.scheduler.job_ids() == ["two", "three"]
-            await source.reload(make_config(es.url, file=None))
+            await source.reload(make_config(es.url, QUIET, jobs={"file": None}))
             assert hb.scheduler.job_ids() == []
-            await source.reload(make_config(es.url, file=first))
+            await source.reload(make_config(es.url, QUIET, jobs={"file": first}))
             assert hb.scheduler.job_ids() == ["one"]
 
 
@@ -292,7 +313,7 @@ async def test_the_daemon_reads_the_file_and_rereads_it_on_sighup(es: ES, tmp_pa
         es.emu.create_job(job_id=job_id)
     path = tmp_path / "jobs.txt"
     path.write_text("job a\n")
-    config = daemon_config(tmp_path / "hb.toml", es.url, file=path)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, QUIET_DAEMON, jobs={"file": path}))
     async with run_daemon(config) as daemon:
         started = await daemon.wait_for("daemon_started")
         assert started["jobs"] == 1

@@ -19,7 +19,8 @@ import pytest
 
 import heartbeat
 from tests.conftest import ES
-from tests.helpers_daemon import write_config
+from tests.helpers_daemon import DAEMON
+from tests.support import toml, write_config
 
 HEAVY = ("aiohttp", "pydantic", "pydantic_settings", "prometheus_client", "redis")
 
@@ -99,12 +100,18 @@ async def daemon_imports(config: Path) -> set[str]:
 
 async def test_a_sidecar_without_queue_or_metrics_loads_neither(es: ES, tmp_path: Path) -> None:
     es.emu.create_job(job_id="job-a")
-    plain = write_config(tmp_path / "plain.toml", es.url, ids=["job-a"], interval=30.0)
+    plain = write_config(
+        tmp_path / "plain.toml",
+        toml(es.url, DAEMON, jobs={"ids": ["job-a"]}, schedule={"interval": 30.0}),
+    )
     modules = await daemon_imports(plain)
     assert "heartbeat.daemon" in modules
     assert roots(modules).isdisjoint({"redis", "prometheus_client"})
     assert not {m for m in modules if m.startswith(("heartbeat.emulator", "aiohttp.web"))}
     # The same daemon with a metrics listener does load prometheus_client.
-    with_metrics = write_config(tmp_path / "metrics.toml", es.url, ids=["job-a"], interval=30.0)
+    with_metrics = write_config(
+        tmp_path / "metrics.toml",
+        toml(es.url, DAEMON, jobs={"ids": ["job-a"]}, schedule={"interval": 30.0}),
+    )
     with_metrics.write_text(with_metrics.read_text() + "[metrics]\nlisten = '127.0.0.1:0'\n")
     assert "prometheus_client" in roots(await daemon_imports(with_metrics))

@@ -21,8 +21,9 @@ from heartbeat.daemon import Heartbeat
 from heartbeat.errors import ConfigError
 from heartbeat.state import FILENAME, StateStore, decode, encode
 from tests.conftest import ES
-from tests.helpers_control import api_client, daemon_config, make_config, running, short_dir
+from tests.helpers_control import QUIET, QUIET_DAEMON, api_client, short_dir
 from tests.helpers_daemon import run_daemon
+from tests.support import make_config, running, toml, write_config
 
 
 def contents(path: Path) -> bytes:
@@ -90,7 +91,8 @@ async def test_a_corrupt_state_file_is_kept_aside_and_the_daemon_starts(
     state.mkdir()
     (state / FILENAME).write_bytes(b'{"version": 1, "jobs": {"trunc')
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, ids=["cfg"], state=state)) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ["cfg"]}, state={"dir": state})
+        async with running(config, "file", "control") as (hb, _):
             assert hb.scheduler.job_ids() == ["cfg"]
             await hb.persisted()
     [corrupt] = events(logs, "state_corrupt")
@@ -105,7 +107,7 @@ async def test_a_corrupt_state_file_does_not_stop_heartbeat_run(es: ES, tmp_path
     state = tmp_path / "state"
     state.mkdir()
     (state / FILENAME).write_bytes(b"\x00garbage")
-    config = daemon_config(tmp_path / "hb.toml", es.url, state=state)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, QUIET_DAEMON, state={"dir": state}))
     async with run_daemon(config) as daemon:
         corrupt = await daemon.wait_for("state_corrupt")
         await daemon.wait_for("daemon_started")
@@ -122,7 +124,8 @@ async def test_an_unusable_state_dir_is_logged_and_heartbeat_runs_in_memory(
     state = tmp_path / "state"
     state.write_text("a file where the directory should be")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, ids=["mem-1"], state=state)) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ["mem-1"]}, state={"dir": state})
+        async with running(config, "file", "control") as (hb, _):
             for n in range(3):
                 hb.watch(f"more-{n}")
                 await anyio.sleep(0.1)
@@ -140,7 +143,10 @@ async def test_an_unreadable_state_file_is_set_aside_not_overwritten(
     state = tmp_path / "state"
     (state / FILENAME).mkdir(parents=True)  # EISDIR: unreadable (root reads any file)
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, state=state)) as (hb, _, _):
+        async with running(make_config(es.url, QUIET, state={"dir": state}), "file", "control") as (
+            hb,
+            _,
+        ):
             hb.watch("after", "control")
             await hb.persisted()
     [unreadable] = events(logs, "state_unreadable")
@@ -151,15 +157,17 @@ async def test_an_unreadable_state_file_is_set_aside_not_overwritten(
 async def test_one_heartbeat_per_state_dir(es: ES, tmp_path: Path) -> None:
     state = tmp_path / "state"
     with capture_logs(), anyio.fail_after(10):
-        async with running(make_config(es.url, state=state)):
-            second = Heartbeat(make_config(es.url, state=state))
+        async with running(make_config(es.url, QUIET, state={"dir": state}), "file", "control"):
+            second = Heartbeat(make_config(es.url, QUIET, state={"dir": state}))
             with pytest.raises(ConfigError) as caught:
                 await second.__aenter__()
             assert caught.value.key == "state.dir"
             assert f"{state} is in use by another heartbeat (pid {os.getpid()})" in str(
                 caught.value
             )
-        async with running(make_config(es.url, state=state)):  # released at exit
+        async with running(
+            make_config(es.url, QUIET, state={"dir": state}), "file", "control"
+        ):  # released at exit
             pass
 
 
@@ -171,12 +179,15 @@ async def test_restore_keeps_each_sources_claims(es: ES, tmp_path: Path) -> None
         es.emu.create_job(job_id=job_id)
     state = tmp_path / "state"
     with capture_logs(), anyio.fail_after(10):
-        config = make_config(es.url, ids=["cfg-old", "cfg-kept"], state=state)
-        async with running(config) as (hb, _, _):
+        config = make_config(
+            es.url, QUIET, jobs={"ids": ["cfg-old", "cfg-kept"]}, state={"dir": state}
+        )
+        async with running(config, "file", "control") as (hb, _):
             hb.watch("ctl", "control")
             hb.watch("cfg-kept", "control")
     with capture_logs() as logs, anyio.fail_after(10):
-        async with running(make_config(es.url, ids=["cfg-kept"], state=state)) as (hb, _, _):
+        config = make_config(es.url, QUIET, jobs={"ids": ["cfg-kept"]}, state={"dir": state})
+        async with running(config, "file", "control") as (hb, _):
             # The config is the truth for its own ids; control's claims are kept.
             assert hb.scheduler.claims() == {
                 "cfg-kept": ("config", "control"),
@@ -189,7 +200,7 @@ async def test_job_ids_are_released_when_no_longer_given(es: ES, tmp_path: Path)
     for job_id in ("from-cli", "other"):
         es.emu.create_job(job_id=job_id)
     state = tmp_path / "state"
-    config = daemon_config(tmp_path / "hb.toml", es.url, state=state)
+    config = write_config(tmp_path / "hb.toml", toml(es.url, QUIET_DAEMON, state={"dir": state}))
     async with run_daemon(config, "--job", "from-cli", "--job", "other") as daemon:
         await daemon.wait_for("daemon_started")
         daemon.signal(signal.SIGTERM)
@@ -240,7 +251,10 @@ async def test_an_acknowledged_change_survives_kill_9_at_any_moment(es: ES) -> N
     deleted = ""
     with short_dir() as tmp:
         sock, state = tmp / "c.sock", tmp / "state"
-        config = daemon_config(tmp / "hb.toml", es.url, socket=sock, state=state)
+        config = write_config(
+            tmp / "hb.toml",
+            toml(es.url, QUIET_DAEMON, state={"dir": state}, control={"socket": sock}),
+        )
         for round_ in range(3):
             ids = [f"r{round_}-{n}" for n in range(1 + round_ * 4)]
             for job_id in ids:
@@ -271,9 +285,17 @@ async def test_an_acknowledged_change_survives_kill_9_at_any_moment(es: ES) -> N
 async def test_a_second_daemon_on_the_same_state_or_socket_exits_78(es: ES) -> None:
     with short_dir() as tmp:
         sock = tmp / "c.sock"
-        first = daemon_config(tmp / "one.toml", es.url, socket=sock, state=tmp / "state")
-        same_state = daemon_config(tmp / "two.toml", es.url, state=tmp / "state")
-        same_socket = daemon_config(tmp / "three.toml", es.url, socket=sock, state=tmp / "s3")
+        first = write_config(
+            tmp / "one.toml",
+            toml(es.url, QUIET_DAEMON, state={"dir": tmp / "state"}, control={"socket": sock}),
+        )
+        same_state = write_config(
+            tmp / "two.toml", toml(es.url, QUIET_DAEMON, state={"dir": tmp / "state"})
+        )
+        same_socket = write_config(
+            tmp / "three.toml",
+            toml(es.url, QUIET_DAEMON, state={"dir": tmp / "s3"}, control={"socket": sock}),
+        )
         async with run_daemon(first) as daemon:
             await daemon.wait_for("daemon_started")
             results = []

@@ -30,6 +30,7 @@ from heartbeat.runtime import serve
 from tests.conftest import ES
 from tests.helpers_http import Samples, parse
 from tests.helpers_systemd import NotifyMessage, NotifySocket, notify_socket
+from tests.support import Sections, toml, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,20 +48,12 @@ def child_env(sd: NotifySocket, **extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **sd.env(**extra)}
 
 
-def write_config(path: Path, url: str, jobs: list[str], listen: str = "127.0.0.1:0") -> Path:
-    path.write_text(
-        "[elasticsearch]\n"
-        f"hosts = [{json.dumps(url)}]\n"
-        "request_timeout = 2\n"
-        "[jobs]\n"
-        f"ids = {json.dumps(jobs)}\n"
-        "[metrics]\n"
-        f"listen = {json.dumps(listen)}\n"
-        "[logging]\n"
-        'format = "json"\n'
-    )
-    path.chmod(0o600)
-    return path
+#: The daemon under the stand-in systemd: JSON logs, the metrics listener on port 0.
+NOTIFIED: Sections = {
+    "elasticsearch": {"request_timeout": 2},
+    "metrics": {"listen": "127.0.0.1:0"},
+    "logging": {"format": "json"},
+}
 
 
 async def next_message(
@@ -93,7 +86,9 @@ async def scrape(url: str) -> Samples:
 async def test_run_speaks_sd_notify(tmp_path: Path, es: ES) -> None:
     for job_id in ("job-a", "job-b", "job-c"):
         es.emu.create_job(job_id=job_id)
-    config = write_config(tmp_path / "heartbeat.toml", es.url, ["job-a", "job-b"])
+    config = write_config(
+        tmp_path / "heartbeat.toml", toml(es.url, NOTIFIED, jobs={"ids": ["job-a", "job-b"]})
+    )
     out = tmp_path / "stdout.jsonl"
     with notify_socket(tmp_path) as sd, out.open("wb") as stdout, anyio.fail_after(45):
         process = await anyio.open_process(
@@ -130,7 +125,9 @@ async def test_run_speaks_sd_notify(tmp_path: Path, es: ES) -> None:
                 assert es.emu.checkins("job-a")
 
                 # SIGHUP: RELOADING=1 (with the time), then READY=1 with the new config.
-                write_config(config, es.url, ["job-a", "job-b", "job-c"])
+                write_config(
+                    config, toml(es.url, NOTIFIED, jobs={"ids": ["job-a", "job-b", "job-c"]})
+                )
                 mark = len(sd.messages)
                 process.send_signal(signal.SIGHUP)
                 index, reloading = await next_message(sd, "RELOADING", "1", after=mark)
@@ -152,7 +149,10 @@ async def test_run_speaks_sd_notify(tmp_path: Path, es: ES) -> None:
 
 
 async def test_a_config_error_exits_78_without_ready(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "heartbeat.toml", "http://127.0.0.1:9", [], "0.0.0.0:9310")
+    config = write_config(
+        tmp_path / "heartbeat.toml",
+        toml("http://127.0.0.1:9", NOTIFIED, jobs={"ids": []}, metrics={"listen": "0.0.0.0:9310"}),
+    )
     with notify_socket(tmp_path) as sd, anyio.fail_after(30):
         result = await anyio.run_process(
             [sys.executable, "-m", "heartbeat", "run", "--config", str(config)],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,38 +20,34 @@ import pytest
 from structlog.testing import capture_logs
 
 from heartbeat import worker as worker_module
-from heartbeat.config import Config
 from heartbeat.control import ControlAPI
 from heartbeat.daemon import Heartbeat
 from heartbeat.emulator import Emulator, Fault
 from heartbeat.liveness import Alive, Dead
 from heartbeat.probes import probe_pid_file
-from heartbeat.sources.discovery import DiscoverySource
 from tests.conftest import ES
 from tests.helpers_http import get_json, sample, scrape
 from tests.helpers_worker import WorkerProcess, health_server
+from tests.support import Sections, make_config, running, until
 
 HOST = "worker-host"
 INTERVAL = 0.3
 PROBE = 0.05
 
 
-def make_config(url: str, **sections: dict[str, Any]) -> Config:
-    data: dict[str, Any] = {
-        "elasticsearch": {"hosts": [url], "request_timeout": 2},
-        "schedule": {"interval": INTERVAL, "jitter": 0.0, "status_check_interval": 0},
-        "backoff": {"initial": 0.05, "max": 0.2},
-        "state": {"dir": None},
-        "worker": {
-            "probe_interval": PROBE,
-            "probe_timeout": 1,
-            "failure_threshold": 2,
-            "clock_skew": 0,
-        },
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return Config(**data)
+#: The layer for these tests: a quick schedule, a quick probe, no state.
+WORKER: Sections = {
+    "elasticsearch": {"request_timeout": 2},
+    "schedule": {"interval": INTERVAL, "jitter": 0.0, "status_check_interval": 0},
+    "backoff": {"initial": 0.05, "max": 0.2},
+    "state": {"dir": None},
+    "worker": {
+        "probe_interval": PROBE,
+        "probe_timeout": 1,
+        "failure_threshold": 2,
+        "clock_skew": 0,
+    },
+}
 
 
 @pytest.fixture
@@ -59,12 +55,6 @@ def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
     process = WorkerProcess(tmp_path / "worker.pid")
     yield process
     process.close()
-
-
-async def until(check: Callable[[], object], within: float = 10.0) -> None:
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.01)
 
 
 def times(emu: Emulator, job_id: str) -> list[float]:
@@ -125,14 +115,14 @@ async def test_no_check_in_while_the_worker_is_down_and_at_once_when_it_is_back(
     worker.start()
     job = es.emu.create_job("c1", worker_hostname=HOST)
     aside = tmp_path / "aside.pid"
-    config = make_config(es.url, worker={"pid_file": str(worker.pid_file)})
+    config = make_config(es.url, WORKER, worker={"pid_file": str(worker.pid_file)})
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
             assert hb.worker is not None
             hb.watch(job)
-            await until(lambda: len(times(es.emu, job)) >= 2)
+            await until(lambda: len(times(es.emu, job)) >= 2, within=10)
             os.replace(worker.pid_file, aside)  # the worker "vanishes": no pid file
-            await until(lambda: named(logs, "worker_down"))
+            await until(lambda: named(logs, "worker_down"), within=10)
             down_at = time.monotonic()
             await anyio.sleep(4 * INTERVAL)
             # Paused, not unwatched: nothing reached Elasticsearch, the job is kept.
@@ -142,9 +132,9 @@ async def test_no_check_in_while_the_worker_is_down_and_at_once_when_it_is_back(
             assert hb.worker.status()["up"] is False
             assert "worker down" in hb.summary()
             os.replace(aside, worker.pid_file)  # the same process again
-            await until(lambda: named(logs, "worker_up"))
+            await until(lambda: named(logs, "worker_up"), within=10)
             up_at = time.monotonic()
-            await until(lambda: [t for t in times(es.emu, job) if t > down_at])
+            await until(lambda: [t for t in times(es.emu, job) if t > down_at], within=10)
             first_after = min(t for t in times(es.emu, job) if t > down_at)
             # At once, not a whole interval later.
             assert first_after - up_at < INTERVAL / 2
@@ -160,14 +150,14 @@ async def test_no_check_in_while_the_worker_is_down_and_at_once_when_it_is_back(
 async def test_a_killed_worker_stops_every_check_in(es: ES, worker: WorkerProcess) -> None:
     worker.start()
     jobs = [es.emu.create_job("c1", worker_hostname=HOST) for _ in range(5)]
-    config = make_config(es.url, worker={"pid_file": str(worker.pid_file)})
+    config = make_config(es.url, WORKER, worker={"pid_file": str(worker.pid_file)})
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
             hb.watch_many(jobs)
-            await until(lambda: all(len(times(es.emu, job)) >= 2 for job in jobs))
+            await until(lambda: all(len(times(es.emu, job)) >= 2 for job in jobs), within=10)
             killed_at = time.monotonic()
             worker.kill()
-            await until(lambda: named(logs, "worker_down"))
+            await until(lambda: named(logs, "worker_down"), within=10)
             await anyio.sleep(4 * INTERVAL)
             late = [t for job in jobs for t in times(es.emu, job) if t > killed_at]
             # At most what was due before failure_threshold probes noticed it.
@@ -185,11 +175,11 @@ async def test_a_restarted_worker_s_earlier_jobs_are_dropped_and_its_own_kept(
 ) -> None:
     first = worker.start()
     old = es.emu.create_job("c1", worker_hostname=HOST)  # claimed by the first incarnation
-    config = make_config(es.url, worker={"pid_file": str(worker.pid_file)})
+    config = make_config(es.url, WORKER, worker={"pid_file": str(worker.pid_file)})
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
             hb.watch(old)
-            await until(lambda: len(times(es.emu, old)) >= 2)
+            await until(lambda: len(times(es.emu, old)) >= 2, within=10)
             # The boot time in /proc/stat is in whole seconds: start the next
             # incarnation well over a second after the old job's claim.
             await anyio.sleep(1.5)
@@ -198,9 +188,11 @@ async def test_a_restarted_worker_s_earlier_jobs_are_dropped_and_its_own_kept(
             new = es.emu.create_job("c1", worker_hostname=HOST)  # claimed by the second
             unclaimed = es.emu.create_job("c1", status="pending")
             hb.watch_many([new, unclaimed])
-            await until(lambda: named(logs, "worker_restarted"))
+            await until(lambda: named(logs, "worker_restarted"), within=10)
             restarted_at = time.monotonic()
-            await until(lambda: len(times(es.emu, new)) >= 2 and times(es.emu, unclaimed))
+            await until(
+                lambda: len(times(es.emu, new)) >= 2 and times(es.emu, unclaimed), within=10
+            )
             assert old not in hb.scheduler
             await anyio.sleep(2 * INTERVAL)
     [restarted] = named(logs, "worker_restarted")
@@ -222,16 +214,16 @@ async def test_a_failed_read_changes_nothing_and_is_read_again_later(
     worker.start()
     orphan = es.emu.create_job("c1", worker_hostname=HOST, started_at=ago(60))
     es.emu.always(Fault(status=503, actions=frozenset({"get"})))
-    config = make_config(es.url, worker={"pid_file": str(worker.pid_file)})
+    config = make_config(es.url, WORKER, worker={"pid_file": str(worker.pid_file)})
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
             hb.watch(orphan)
-            await until(lambda: len(reads(es.emu, orphan)) >= 3)
+            await until(lambda: len(reads(es.emu, orphan)) >= 3, within=10)
             # Uncertain: still vouched for, still watched.
             assert len(times(es.emu, orphan)) >= 2
             assert orphan in hb.scheduler
             es.emu.always(None)
-            await until(lambda: orphan not in hb.scheduler)
+            await until(lambda: orphan not in hb.scheduler, within=10)
             dropped_at = time.monotonic()
             await anyio.sleep(2 * INTERVAL)
     assert [t for t in times(es.emu, orphan) if t > dropped_at] == []
@@ -249,11 +241,11 @@ async def test_restored_or_configured_jobs_of_an_earlier_incarnation_are_never_c
     orphan = es.emu.create_job("c1", worker_hostname=HOST, started_at=ago(60))
     current = es.emu.create_job("c1", worker_hostname=HOST)
     config = make_config(
-        es.url, worker={"pid_file": str(worker.pid_file)}, jobs={"ids": [orphan, current]}
+        es.url, WORKER, worker={"pid_file": str(worker.pid_file)}, jobs={"ids": [orphan, current]}
     )
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
-            await until(lambda: len(times(es.emu, current)) >= 2)
+            await until(lambda: len(times(es.emu, current)) >= 2, within=10)
             assert orphan not in hb.scheduler
     assert times(es.emu, orphan) == []
     [found] = named(logs, "worker_found")
@@ -265,11 +257,11 @@ async def test_restored_or_configured_jobs_of_an_earlier_incarnation_are_never_c
 async def test_a_worker_never_seen_alive_gets_no_check_in(es: ES, tmp_path: Path) -> None:
     job = es.emu.create_job("c1")
     config = make_config(
-        es.url, worker={"pid_file": str(tmp_path / "none.pid")}, jobs={"ids": [job]}
+        es.url, WORKER, worker={"pid_file": str(tmp_path / "none.pid")}, jobs={"ids": [job]}
     )
     with anyio.fail_after(30), capture_logs() as logs:
         async with Heartbeat(config) as hb:
-            await until(lambda: named(logs, "worker_down"))
+            await until(lambda: named(logs, "worker_down"), within=10)
             await anyio.sleep(2 * INTERVAL)
             assert job in hb.scheduler
     assert times(es.emu, job) == []
@@ -283,27 +275,27 @@ async def test_health_url_switched_between_200_and_503_and_a_new_started_at(es: 
     async with health_server() as health:
         health.started_at = ago(5).isoformat()
         job = es.emu.create_job("c1", worker_hostname=HOST)
-        config = make_config(es.url, worker={"health_url": health.url})
+        config = make_config(es.url, WORKER, worker={"health_url": health.url})
         with anyio.fail_after(30), capture_logs() as logs:
             async with Heartbeat(config) as hb:
                 hb.watch(job)
-                await until(lambda: len(times(es.emu, job)) >= 2)
+                await until(lambda: len(times(es.emu, job)) >= 2, within=10)
                 health.status = 503
-                await until(lambda: named(logs, "worker_down"))
+                await until(lambda: named(logs, "worker_down"), within=10)
                 down_at = time.monotonic()
                 await anyio.sleep(3 * INTERVAL)
                 assert [t for t in times(es.emu, job) if t > down_at + 0.05] == []
                 health.status = 200
-                await until(lambda: named(logs, "worker_up"))
+                await until(lambda: named(logs, "worker_up"), within=10)
                 up_at = time.monotonic()
-                await until(lambda: [t for t in times(es.emu, job) if t > up_at])
+                await until(lambda: [t for t in times(es.emu, job) if t > up_at], within=10)
                 # A new incarnation: the job was claimed by the earlier one.
                 health.started_at = datetime.now(UTC).isoformat()
-                await until(lambda: named(logs, "worker_restarted"))
+                await until(lambda: named(logs, "worker_restarted"), within=10)
                 restarted_at = time.monotonic()
                 mine = es.emu.create_job("c1", worker_hostname=HOST)
                 hb.watch(mine)
-                await until(lambda: len(times(es.emu, mine)) >= 2)
+                await until(lambda: len(times(es.emu, mine)) >= 2, within=10)
                 assert job not in hb.scheduler
     assert named(logs, "worker_down")[0]["reason"] == "health_failed"
     assert "503" in named(logs, "worker_down")[0]["error"]
@@ -316,14 +308,14 @@ async def test_both_probes_must_say_alive(es: ES, worker: WorkerProcess) -> None
     async with health_server() as health:
         job = es.emu.create_job("c1")
         config = make_config(
-            es.url, worker={"pid_file": str(worker.pid_file), "health_url": health.url}
+            es.url, WORKER, worker={"pid_file": str(worker.pid_file), "health_url": health.url}
         )
         with anyio.fail_after(30), capture_logs() as logs:
             async with Heartbeat(config) as hb:
                 hb.watch(job)
-                await until(lambda: times(es.emu, job))
+                await until(lambda: times(es.emu, job), within=10)
                 health.status = 503  # the process lives on, but does no work
-                await until(lambda: named(logs, "worker_down"))
+                await until(lambda: named(logs, "worker_down"), within=10)
                 assert hb.worker is not None and not hb.worker.up
 
 
@@ -338,16 +330,18 @@ async def test_discovery_watches_only_the_current_incarnation_s_jobs(
     mine = es.emu.create_job("c1", worker_hostname=HOST)
     config = make_config(
         es.url,
+        WORKER,
         discovery={"connector_ids": ["c1"], "worker_hostname": HOST, "interval": 0.05},
         worker={"pid_file": str(worker.pid_file)},
     )
     with anyio.fail_after(30):
-        async with Heartbeat(config) as hb:
-            source = DiscoverySource(config.discovery)
-            await hb.start(source.run, hb, name="discovery")
-            await until(lambda: len(times(es.emu, mine)) >= 2)
+        async with running(config, "discovery") as (hb, _):
+            await until(lambda: len(times(es.emu, mine)) >= 2, within=10)
             lists = len([r for r in es.emu.requests if r.action == "list"])
-            await until(lambda: len([r for r in es.emu.requests if r.action == "list"]) > lists + 4)
+            await until(
+                lambda: len([r for r in es.emu.requests if r.action == "list"]) > lists + 4,
+                within=10,
+            )
             assert old not in hb.scheduler and mine in hb.scheduler
     assert times(es.emu, old) == []
 
@@ -358,11 +352,11 @@ async def test_discovery_watches_only_the_current_incarnation_s_jobs(
 async def test_metrics_readyz_and_status_show_the_worker(es: ES, worker: WorkerProcess) -> None:
     worker.start()
     config = make_config(
-        es.url, worker={"pid_file": str(worker.pid_file)}, metrics={"listen": "127.0.0.1:0"}
+        es.url, WORKER, worker={"pid_file": str(worker.pid_file)}, metrics={"listen": "127.0.0.1:0"}
     )
     with anyio.fail_after(30):
         async with Heartbeat(config) as hb:
-            await until(lambda: hb.worker is not None and hb.worker.up)
+            await until(lambda: hb.worker is not None and hb.worker.up, within=10)
             assert sample(await scrape(hb), "heartbeat_worker_up") == 1
             status, body = await get_json(hb, "/readyz")
             assert body["reason"] != "worker_down"
@@ -370,7 +364,7 @@ async def test_metrics_readyz_and_status_show_the_worker(es: ES, worker: WorkerP
             assert worker_status["up"] is True and worker_status["pid"] == worker.pid
             assert worker_status["started_at"].endswith("Z") and worker_status["since"]
             worker.kill()
-            await until(lambda: hb.worker is not None and not hb.worker.up)
+            await until(lambda: hb.worker is not None and not hb.worker.up, within=10)
             assert sample(await scrape(hb), "heartbeat_worker_up") == 0
             status, body = await get_json(hb, "/readyz")
             assert (status, body["ready"], body["reason"]) == (503, False, "worker_down")
@@ -379,12 +373,12 @@ async def test_metrics_readyz_and_status_show_the_worker(es: ES, worker: WorkerP
 
 async def test_without_worker_there_is_no_worker_metric_and_no_pause(es: ES) -> None:
     job = es.emu.create_job("c1")
-    config = make_config(es.url, jobs={"ids": [job]}, metrics={"listen": "127.0.0.1:0"})
+    config = make_config(es.url, WORKER, jobs={"ids": [job]}, metrics={"listen": "127.0.0.1:0"})
     config = config.model_copy(update={"worker": type(config.worker)()})
     with anyio.fail_after(30):
         async with Heartbeat(config) as hb:
             assert hb.worker is None
-            await until(lambda: times(es.emu, job))
+            await until(lambda: times(es.emu, job), within=10)
             samples = await scrape(hb)
             assert all(name != "heartbeat_worker_up" for name, _ in samples)
             assert ControlAPI(hb, token=None).status()["worker"] is None

@@ -9,9 +9,7 @@ what reached Elasticsearch is read from the emulator's request log.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import anyio
 
@@ -19,43 +17,23 @@ from tests.conftest import ES
 from tests.helpers_control import api_client, short_dir
 from tests.helpers_daemon import run_daemon
 from tests.helpers_worker import WorkerProcess
+from tests.support import Sections, toml, until, write_config
 
 HOST = "sidecar-host"
 
 
-def sidecar_config(path: Path, url: str, *, state: Path, socket: Path, pid_file: Path) -> Path:
-    lines = [
-        "[elasticsearch]",
-        f"hosts = [{json.dumps(url)}]",
-        "request_timeout = 5",
-        "[schedule]",
-        "interval = 1",  # the floor (issue 9 item 12)
-        "jitter = 0",
-        "shutdown_timeout = 1",
-        "status_check_interval = 0",
-        "[state]",
-        f"dir = {json.dumps(str(state))}",
-        "[control]",
-        f"socket = {json.dumps(str(socket))}",
-        "[worker]",
-        f"pid_file = {json.dumps(str(pid_file))}",
-        "probe_interval = 0.05",
-        "failure_threshold = 2",
-        "clock_skew = 0",
-        "[logging]",
-        'format = "json"',
-        'level = "info"',
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
-
-
-async def until(check: object, within: float = 15.0) -> None:
-    assert callable(check)
-    with anyio.fail_after(within):
-        while not check():
-            await anyio.sleep(0.02)
+#: The sidecar's config (state, control socket and pid file added by the test).
+SIDECAR: Sections = {
+    "elasticsearch": {"request_timeout": 5},
+    "schedule": {
+        "interval": 1,  # the floor (issue 9 item 12)
+        "jitter": 0,
+        "shutdown_timeout": 1,
+        "status_check_interval": 0,
+    },
+    "worker": {"probe_interval": 0.05, "failure_threshold": 2, "clock_skew": 0},
+    "logging": {"format": "json", "level": "info"},
+}
 
 
 async def test_after_a_sidecar_restart_the_old_job_is_never_checked_in_again(es: ES) -> None:
@@ -63,13 +41,14 @@ async def test_after_a_sidecar_restart_the_old_job_is_never_checked_in_again(es:
     with short_dir() as directory:
         socket = directory / "control.sock"
         worker = WorkerProcess(directory / "worker.pid")
-        config = sidecar_config(
-            directory / "heartbeat.toml",
+        sidecar = toml(
             es.url,
-            state=directory / "state",
-            socket=socket,
-            pid_file=worker.pid_file,
+            SIDECAR,
+            state={"dir": directory / "state"},
+            control={"socket": socket},
+            worker={"pid_file": worker.pid_file},
         )
+        config = write_config(directory / "heartbeat.toml", sidecar)
         try:
             worker.start()
             old = emu.create_job("c1", status="pending")
@@ -78,7 +57,7 @@ async def test_after_a_sidecar_restart_the_old_job_is_never_checked_in_again(es:
                 await first.wait_for("control_listening")
                 async with api_client(socket) as call:
                     assert (await call("PUT", f"/jobs/{old}")).status == 201
-                await until(lambda: len(emu.checkins(old)) >= 2)
+                await until(lambda: len(emu.checkins(old)) >= 2, within=15)
                 # Both die at once (BindsTo=, an OOM kill of the pod, a node reboot).
                 worker.kill()
                 first.process.kill()
@@ -95,7 +74,7 @@ async def test_after_a_sidecar_restart_the_old_job_is_never_checked_in_again(es:
                 await second.wait_for("control_listening")
                 async with api_client(socket) as call:
                     assert (await call("PUT", f"/jobs/{new}")).status == 201
-                await until(lambda: len(emu.checkins(new)) >= 3)
+                await until(lambda: len(emu.checkins(new)) >= 3, within=15)
                 removed = await second.wait_for("job_removed")
                 async with api_client(socket) as call:
                     listed = (await call("GET", "/jobs")).json["jobs"]
