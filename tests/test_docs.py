@@ -5,12 +5,13 @@
   and no other, and each default written there in code font is the model's default;
 - every log event in the table of docs/operations.md is emitted somewhere in heartbeat/,
   at the level the table gives, and every event heartbeat/ logs is in that table;
-- every metric in docs/operations.md is one heartbeat/metrics.py defines, and the reverse;
+- every metric in docs/operations.md is one heartbeat/ defines, and the reverse;
 - every command, ``jobs`` action and flag in docs/commands.md is in the parser's
   ``--help``, and every command is documented; every exit code in its table is one the
   code defines;
 - every environment variable docs/configuration.md names is read somewhere in
   heartbeat/, and every ``HEARTBEAT_*`` variable the loader accepts is documented;
+- README.md keeps `make demo` and `make test` and links every page of docs/;
 - every relative link in README.md and docs/ leads to a file that exists, and to a
   heading of it when it names one; every test cited as evidence exists.
 
@@ -122,15 +123,6 @@ def logged_events() -> set[str]:
         name
         for name, levels in string_calls().items()
         if levels and re.fullmatch(r"[a-z][a-z0-9_]*", name)
-    }
-
-
-def string_constants(path: Path) -> set[str]:
-    module = ast.parse(path.read_text())
-    return {
-        node.value
-        for node in ast.walk(module)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
     }
 
 
@@ -282,8 +274,15 @@ def documented_metrics() -> set[str]:
 
 
 def defined_metrics() -> set[str]:
+    """The metric names: string constants ``heartbeat_...`` anywhere in heartbeat/ (today
+    all in heartbeat/metrics.py; counters without their ``_total``)."""
     return {
-        name for name in string_constants(PACKAGE / "metrics.py") if name.startswith("heartbeat_")
+        node.value
+        for _, module in _sources()
+        for node in ast.walk(module)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"heartbeat_[a-z_]+", node.value)
     }
 
 
@@ -293,7 +292,7 @@ def test_every_documented_metric_is_defined() -> None:
         name for name in documented_metrics() if name.removesuffix("_total") not in defined
     )
     assert not missing, (
-        "docs/operations.md's metric table names metrics heartbeat/metrics.py does not "
+        "docs/operations.md's metric table names metrics heartbeat/ does not "
         "define; remove their rows or correct the name: " + ", ".join(missing)
     )
 
@@ -302,7 +301,7 @@ def test_every_metric_is_documented() -> None:
     documented = {name.removesuffix("_total") for name in documented_metrics()}
     missing = sorted(defined_metrics() - documented)
     assert not missing, (
-        "heartbeat/metrics.py defines metrics docs/operations.md's metric table lacks; add "
+        "heartbeat/ defines metrics docs/operations.md's metric table lacks; add "
         "a row `| `name{labels}` | type | meaning |` (counters with `_total`): "
         + ", ".join(missing)
     )
@@ -444,6 +443,18 @@ def test_every_relative_link_leads_somewhere() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in headings(linked):
                 broken.append(f"{where}: {linked.relative_to(ROOT)} has no heading #{anchor}")
     assert not broken, "broken links; correct them: " + "; ".join(broken)
+
+
+def test_the_readme_is_a_front_door_to_every_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for command in ("make demo", "make test"):
+        assert command in readme, f"README.md: the newcomer's `{command}` is gone; put it back"
+    linked = set(re.findall(r"\]\(docs/([\w.-]+\.md)", readme))
+    orphans = sorted(page.name for page in DOCS.glob("*.md") if page.name not in linked)
+    assert not orphans, (
+        "README.md's Documentation table does not link these pages; add a row "
+        "`| [Title](docs/PAGE.md) | what it holds |`: " + ", ".join(orphans)
+    )
 
 
 # -- tests the docs cite --------------------------------------------------------------------
