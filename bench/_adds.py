@@ -10,14 +10,17 @@ so one count's garbage is not the next one's RSS. The child:
    ``[jobs] ids`` are those N, with a state dir and the control API on a unix socket;
    enters it (the ids are added from the configuration) and reads RSS once they are
    all watched, then again after the state file with N jobs is written;
-3. POSTs one ``/jobs`` body of new ids, as many as fit the API's 64 KiB limit;
-4. leaves, and enters a second Heartbeat on the same state dir and configuration, as
-   a restart does: the N + posted ids come back from the state file (then the
-   configuration's N are found already watched).
+3. POSTs one ``/jobs`` body of new ids, as many as fit the API's 64 KiB limit (its
+   answer waits for the state file with N + those ids to be written);
+4. gives every job an outcome (a last success, failures for one in seven, as check-ins
+   would) and writes ``outcomes.json`` as the saver does every period;
+5. leaves, and enters a second Heartbeat on the same state dir and configuration, as
+   a restart does: the N + posted ids come back from the state file with their
+   outcomes (then the configuration's N are found already watched).
 
 The longest block is what :class:`heartbeat.health.LagMonitor` (the daemon's own
 ``heartbeat_event_loop_lag_seconds``) measures, sampling every 5 ms, during each of
-steps 2, 3 and 4: how much later than asked a sleeping task woke up. The check-ins go
+steps 2 to 5: how much later than asked a sleeping task woke up. The check-ins go
 to ``bench/_stub.py`` in another process; the interval is an hour, so few go out.
 """
 
@@ -35,6 +38,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 
 from heartbeat.config import (
     Config,
@@ -56,11 +60,21 @@ SAMPLE_PERIOD = 0.005
 
 
 class LongestBlock(LagMonitor):
-    """The lag monitor, keeping the worst sample since :meth:`reset`."""
+    """The lag monitor, keeping the worst sample since :meth:`reset`, and the longest
+    garbage collection since then (``gc.callbacks``: the profile behind a block)."""
 
     def __init__(self) -> None:
         super().__init__(threshold=float("inf"))
         self.worst = 0.0
+        self.worst_gc = 0.0
+        self._gc_started = 0.0
+        gc.callbacks.append(self._collection)
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.worst_gc = max(self.worst_gc, time.perf_counter() - self._gc_started)
 
     def observe(self, lag: float, now: float) -> None:
         super().observe(lag, now)
@@ -68,6 +82,10 @@ class LongestBlock(LagMonitor):
 
     def reset(self) -> float:
         worst, self.worst = self.worst, 0.0
+        return worst
+
+    def reset_gc(self) -> float:
+        worst, self.worst_gc = self.worst_gc, 0.0
         return worst
 
 
@@ -111,18 +129,22 @@ async def child(jobs: int, url: str) -> dict[str, Any]:
             first = config(url, ids, state, socket)
             await anyio.sleep(0.05)
             monitor.reset()
+            monitor.reset_gc()
             start = time.perf_counter()
             async with Heartbeat(first) as hb:
                 result["config_add_s"] = time.perf_counter() - start
                 result["block_config_s"] = monitor.reset()
+                result["gc_config_s"] = monitor.reset_gc()
                 gc.collect()
                 result["rss_added_mb"] = rss_mb()
                 await until_saved(hb)
                 result["block_save_s"] = monitor.reset()
+                result["gc_save_s"] = monitor.reset_gc()
                 result["rss_saved_mb"] = rss_mb()
                 await hb.start(ControlSource(hb.config.control).run, hb)
                 posted = post_body(jobs)
                 monitor.reset()
+                monitor.reset_gc()
                 async with aiohttp.ClientSession(
                     connector=aiohttp.UnixConnector(path=str(socket))
                 ) as session:
@@ -133,17 +155,47 @@ async def child(jobs: int, url: str) -> dict[str, Any]:
                 result["post_ids"] = posted[0]
                 result["post_added"] = len(body.get("added", ()))
                 result["block_post_s"] = monitor.reset()
+                result["gc_post_s"] = monitor.reset_gc()
+                await give_outcomes(hb)
+                monitor.reset()
+                monitor.reset_gc()
+                start = time.perf_counter()
+                await write_outcomes(hb)
+                result["outcomes_s"] = time.perf_counter() - start
+                result["block_outcomes_s"] = monitor.reset()
+                result["gc_outcomes_s"] = monitor.reset_gc()
             again = config(url, ids, state, socket)
             await anyio.sleep(0.05)
             monitor.reset()
+            monitor.reset_gc()
             start = time.perf_counter()
             async with Heartbeat(again) as hb:
                 result["state_add_s"] = time.perf_counter() - start
                 result["block_state_s"] = monitor.reset()
+                result["gc_state_s"] = monitor.reset_gc()
                 result["restored"] = len(hb.scheduler)
             tg.cancel_scope.cancel()
     result["peak_mb"] = peak_mb()
     return result
+
+
+async def give_outcomes(hb: Heartbeat) -> None:
+    """An outcome for every job, as check-ins would leave them (not measured)."""
+    now = hb.scheduler.clock.wall()
+    for n, job_id in enumerate(hb.scheduler.job_ids()):
+        if not n % 10_000:
+            await anyio.lowlevel.checkpoint()
+        failing = n % 7 == 0
+        hb.scheduler.watchlist.restore_outcome(
+            job_id, now - n % 60, 2 if failing else 0, "http_503: busy" if failing else None
+        )
+
+
+async def write_outcomes(hb: Heartbeat) -> None:
+    """``outcomes.json`` once, as the state saver writes it every period."""
+    assert hb.state is not None
+    assert hb.state._outcomes_snapshot is not None
+    await hb.state._write_outcomes(hb.state._outcomes_snapshot())
 
 
 def post_body(jobs: int) -> tuple[int, bytes]:
@@ -175,14 +227,20 @@ def measure(counts: list[int], url: str, script: Path) -> list[dict[str, Any]]:
     results = []
     for jobs in counts:
         print(f"adds: {jobs} jobs in a fresh process...", flush=True)
-        out = subprocess.run(
+        done = subprocess.run(
             [sys.executable, str(script), "--adds-child", str(jobs), "--url", url],
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
-        ).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        )
+        if done.returncode:
+            sys.exit(f"the {jobs}-job child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
+
+
+def block_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms = {seconds / BLOCK_TARGET_S:.2f} x"
 
 
 def verdict(value: float, limit: float) -> str:
@@ -191,7 +249,18 @@ def verdict(value: float, limit: float) -> str:
 
 def report(results: list[dict[str, Any]]) -> None:
     rows = [["jobs", "RSS empty", "RSS added", "per job", "after save", "peak", "target"]]
-    blocks = [["jobs", "config", "state file", "save", "one POST /jobs", "target 100 ms"]]
+    collections = [["jobs", "config", "state file", "save", "POST", "outcomes", ""]]
+    blocks = [
+        [
+            "jobs",
+            "config",
+            "state file (restart)",
+            "save",
+            "one POST /jobs",
+            "outcomes write",
+            "target 100 ms",
+        ]
+    ]
     for r in results:
         jobs = r["jobs"]
         per_job = (r["rss_added_mb"] - r["rss_empty_mb"]) * 2**20 / jobs
@@ -208,14 +277,20 @@ def report(results: list[dict[str, Any]]) -> None:
                 "" if limit is None else f"{limit:.0f} MB: {verdict(worst_rss, limit)}",
             ]
         )
-        worst = max(r["block_config_s"], r["block_state_s"], r["block_post_s"])
+        paths = ("config", "state", "save", "post", "outcomes")
+        worst = max(r[f"block_{path}_s"] for path in paths)
+        block = {path: block_ms(r[f"block_{path}_s"]) for path in paths}
+        collections.append(
+            [f"{jobs:,}", *(f"{r[f'gc_{path}_s'] * 1000:.0f} ms" for path in paths), ""]
+        )
         blocks.append(
             [
                 f"{jobs:,}",
-                f"{r['block_config_s'] * 1000:.0f} ms (in {r['config_add_s']:.2f} s)",
-                f"{r['block_state_s'] * 1000:.0f} ms (in {r['state_add_s']:.2f} s)",
-                f"{r['block_save_s'] * 1000:.0f} ms",
-                f"{r['block_post_s'] * 1000:.0f} ms ({r['post_added']} ids)",
+                f"{block['config']} (in {r['config_add_s']:.2f} s)",
+                f"{block['state']} (in {r['state_add_s']:.2f} s)",
+                block["save"],
+                f"{block['post']} ({r['post_added']} ids, {r['post_s']:.2f} s)",
+                f"{block['outcomes']} (in {r['outcomes_s']:.2f} s)",
                 verdict(worst * 1000, BLOCK_TARGET_S * 1000),
             ]
         )
@@ -226,7 +301,11 @@ def report(results: list[dict[str, Any]]) -> None:
     print()
     print("longest event-loop block while adding (LagMonitor, 5 ms samples):")
     print(table(blocks))
-    print("(save: the first state-file write after the add, not an add itself)")
+    print("(save: the first state-file write after the add, not an add itself;")
+    print(" x: the block over the 100 ms goal)")
+    print()
+    print("longest garbage collection in each (gc.callbacks), the profile behind a block:")
+    print(table(collections))
 
 
 def table(rows: list[list[str]]) -> str:

@@ -11,7 +11,7 @@ outcome as check-ins would, adds the maximum of 1,000 tombstones, then times:
 * the baseline: encoding and writing the watch list alone (ids and sources, what the
   file held before outcomes), as :func:`heartbeat.state.encode` does with no extras;
 * a watch-list change: the same plus the extras (tombstones, the cluster uuid), through
-  the store's own ``_encode`` and ``_write`` (fsync and rename included);
+  the store's own ``save_now`` (fsync and rename included);
 * the outcomes file (``outcomes.json``), written on its own every period.
 
 It prints the median of ``--rounds`` rounds of each, the ratios, the file sizes, and
@@ -31,7 +31,8 @@ from pathlib import Path
 from heartbeat import Heartbeat
 from heartbeat.config import Config
 from heartbeat.memory import MAX_TOMBSTONES, Tombstone
-from heartbeat.state import OUTCOME_BUDGET, OUTCOME_PERIOD, encode, write_atomically
+from heartbeat.state import OUTCOME_BUDGET, OUTCOME_PERIOD
+from heartbeat.statefile import encode, write_atomically
 
 
 def timed(action: object, rounds: int) -> tuple[float, float]:
@@ -80,12 +81,10 @@ def main() -> None:
             write_atomically(base_path, encode(scheduler.claims()))
 
         def full() -> None:
-            store._write(store._encode()[0])
+            store.save_now()
 
         def outcomes() -> None:
-            snapshot = store._outcomes_snapshot
-            assert snapshot is not None
-            store._write_outcomes(snapshot())
+            store.save_outcomes_now()
 
         base_wall, base_cpu = timed(baseline, args.rounds)
         full_wall, full_cpu = timed(full, args.rounds)

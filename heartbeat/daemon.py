@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 
 from heartbeat import restart
 from heartbeat.changes import Change, JobDropped, JobsAdded
+from heartbeat.chunked import Rows
 from heartbeat.client import Client
 from heartbeat.clients import Clients
 from heartbeat.clock import Clock
@@ -103,12 +104,16 @@ class Heartbeat:
         self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
+            watchlist = self.scheduler.watchlist
+            # Read a chunk of ids at a time by the saver (heartbeat.chunked.Rows).
             self.state = StateStore(
                 config.state.dir,
-                self.scheduler.claims,
+                lambda: Rows(watchlist.__iter__, watchlist.claims_of),
                 leases=self.leases.snapshot,
                 extras=self._memories,
-                outcomes=lambda: outcomes_json(self.scheduler.watchlist.outcome_rows()),
+                outcomes=lambda: Rows(
+                    watchlist.__iter__, lambda ids: outcomes_json(watchlist.outcome_rows(ids))
+                ),
             )
             state = self.state
             self.scheduler.outcome_observers.append(lambda *_: state.touched())

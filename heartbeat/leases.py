@@ -26,12 +26,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from heartbeat.changes import Change, ClaimWithdrawn, JobDropped, JobRemoved
+from heartbeat.chunked import Rows
 
 if TYPE_CHECKING:  # the CLI imports check_ttl: keep this module light
     from heartbeat.clock import Timer
@@ -183,12 +184,16 @@ class LeaseKeeper:
                     self.book.grant(job_id, source, wall - offset)
         self.fire()
 
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        """Every lease as ``{job id: {source: wall-clock expiry}}`` (for the state file)."""
+    def snapshot(self) -> Rows:
+        """Every lease as ``{job id: {source: wall-clock expiry}}`` (for the state file,
+        which reads it a chunk of ids at a time)."""
+        return Rows(self.book.jobs, self._wall_expiries)
+
+    def _wall_expiries(self, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         offset = self._to_wall()
         return {
             job_id: {source: round(when + offset, 3) for source, when in by_source.items()}
-            for job_id in self.book.jobs()
+            for job_id in job_ids
             if (by_source := self.book.leased(job_id))
         }
 

@@ -158,18 +158,23 @@ def parse_outcomes(data: Any) -> dict[str, SavedOutcome]:
     if not isinstance(data, dict):
         return result
     for job_id, entry in data.items():
-        if not isinstance(entry, list) or len(entry) != 3:
-            continue
-        last_success, failures, last_error = entry
-        if last_success is not None and (
-            not isinstance(last_success, (int, float)) or isinstance(last_success, bool)
-        ):
-            continue
-        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
-            continue
-        if last_error is not None and not isinstance(last_error, str):
-            continue
-        result[job_id] = SavedOutcome(
-            None if last_success is None else float(last_success), failures, last_error
-        )
+        outcome = parse_outcome(entry)
+        if outcome is not None:
+            result[job_id] = outcome
     return result
+
+
+def parse_outcome(entry: Any) -> SavedOutcome | None:
+    """One saved ``[last_success, consecutive_failures, last_error]``; None if damaged."""
+    if not isinstance(entry, list) or len(entry) != 3:
+        return None
+    last_success, failures, last_error = entry
+    if last_success is not None and (
+        not isinstance(last_success, (int, float)) or isinstance(last_success, bool)
+    ):
+        return None
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        return None
+    if last_error is not None and not isinstance(last_error, str):
+        return None
+    return SavedOutcome(None if last_success is None else float(last_success), failures, last_error)

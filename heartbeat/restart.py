@@ -13,20 +13,19 @@ re-ordered oldest success first. It does not read or write the file
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-import anyio
-import anyio.lowlevel
-import anyio.to_thread
 import structlog
 
+from heartbeat import chunked
+from heartbeat.chunked import STEP, Steps
 from heartbeat.errors import InvalidJobId
 from heartbeat.identity import ClusterIdentity
 from heartbeat.jobid import validate_job_id
 from heartbeat.leases import LeaseKeeper
-from heartbeat.memory import Tombstones, parse_outcomes
+from heartbeat.memory import Tombstones, parse_outcome
 from heartbeat.scheduler import Scheduler
 from heartbeat.state import StateStore
-from heartbeat.watchlist import ADD_CHUNK
 
 __all__ = ["restore", "save_on_exit"]
 
@@ -42,28 +41,16 @@ async def restore(
     identity: ClusterIdentity,
     tombstones: Tombstones,
 ) -> None:
-    """Watch again what ``state`` says was watched, and put back what it kept beside."""
-    # Read and decoded in a thread: a million ids take seconds of JSON.
-    saved = await anyio.to_thread.run_sync(state.load)
-    by_source: dict[str, list[str]] = {}
-    for job_id, sources in saved.items():
-        for source in sources:
-            by_source.setdefault(source, []).append(job_id)
-    wanted = set(configured)
+    """Watch again what ``state`` says was watched, and put back what it kept beside.
+
+    A million jobs never hold the event loop for long: the file is parsed, the claims
+    sorted, the outcomes given back and the ramp re-ordered a few entries per step
+    (:mod:`heartbeat.chunked`), the ids watched again in chunks."""
+    saved = await state.load()
     restored = 0
+    by_source = await chunked.drain_async(_saved_claims(saved, configured), freeze=True)
     for source, ids in by_source.items():
-        if source == "config":
-            # The configuration is the truth for its own ids.
-            ids = [job_id for job_id in ids if job_id in wanted]
-        valid = []
-        for index, job_id in enumerate(ids):
-            if index and not index % ADD_CHUNK:
-                await anyio.lowlevel.checkpoint()  # the event loop runs between chunks
-            try:
-                valid.append(validate_job_id(job_id))
-            except InvalidJobId as exc:
-                log.warning("state_entry_invalid", error=str(exc))
-        restored += await scheduler.watch_many_async(valid, source)
+        restored += await scheduler.watch_many_async(ids, source)
     # A restart is not a renewal; a lease that ended while we were down ends now.
     leases.restore(state.loaded_leases)
     extras = state.loaded_extras
@@ -78,17 +65,57 @@ async def restore(
                 problem="[elasticsearch] cluster_uuid wins over the remembered cluster",
             )
     tombstones.load(extras.get("dropped"), scheduler.clock.wall())
-    outcomes = parse_outcomes(state.loaded_outcomes)
-    for job_id, outcome in outcomes.items():
-        scheduler.watchlist.restore_outcome(
-            job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
-        )
+    outcomes, state.loaded_outcomes = state.loaded_outcomes, None
     # Oldest success first (a job that never succeeded counts as oldest). Without
     # saved outcomes every job counts as oldest: the ramp stays as it is.
-    if outcomes:
-        scheduler.ramp_oldest_first()
+    if await chunked.drain_async(_restore_outcomes(scheduler, outcomes)):
+        await scheduler.ramp_oldest_first_async()
     if saved:
         log.info("state_loaded", path=str(state.path), jobs=restored)
+
+
+def _saved_claims(
+    saved: dict[str, tuple[str, ...]], configured: Sequence[str]
+) -> Steps[dict[str, list[str]]]:
+    """The valid saved ids by source, a few at a time. The configuration is the truth
+    for its own ids: a saved ``config`` claim it no longer gives is left."""
+    wanted: set[str] = set()
+    for start in range(0, len(configured), STEP):
+        wanted.update(configured[start : start + STEP])
+        yield
+    by_source: dict[str, list[str]] = {}
+    for index, (job_id, sources) in enumerate(saved.items()):
+        if not index % STEP:
+            yield
+        try:
+            validate_job_id(job_id)
+        except InvalidJobId as exc:
+            log.warning("state_entry_invalid", error=str(exc))
+            continue
+        for source in sources:
+            if source != "config" or job_id in wanted:
+                by_source.setdefault(source, []).append(job_id)
+    return by_source
+
+
+def _restore_outcomes(scheduler: Scheduler, saved: Any) -> Steps[int]:
+    """Give the watched jobs their saved outcomes (``outcomes.json``'s entries,
+    consumed: a million of them are freed a few at a time, not in one go); how many
+    were usable."""
+    usable = 0
+    if not isinstance(saved, dict):
+        return usable
+    while saved:
+        for _ in range(min(STEP, len(saved))):
+            job_id, entry = saved.popitem()
+            outcome = parse_outcome(entry)
+            if outcome is not None:
+                usable += 1
+                scheduler.watchlist.restore_outcome(
+                    job_id, outcome.last_success, outcome.consecutive_failures, outcome.last_error
+                )
+        yield
+    return usable
 
 
 def save_on_exit(state: StateStore) -> None:

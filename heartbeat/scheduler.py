@@ -38,7 +38,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from heartbeat import backoff, logs
+from heartbeat import backoff, chunked, logs
 from heartbeat.aggregate import FailureLog
 from heartbeat.changes import ChangeObserver
 from heartbeat.client import NEEDED_PRIVILEGES
@@ -177,13 +177,36 @@ class Scheduler:
     def ramp_oldest_first(self) -> None:
         """Re-order the start-up ramp: the jobs whose last success is oldest (or that
         never succeeded) are checked in first. Only jobs not yet checked in move."""
-        waiting = [job for job in self.watchlist.records() if not job.in_flight]
+        for _ in self._ramp_steps():
+            pass
+
+    async def ramp_oldest_first_async(self) -> None:
+        """:meth:`ramp_oldest_first`, yielding to the event loop between chunks."""
+        await chunked.drain_async(self._ramp_steps(), freeze=True)
+
+    def _ramp_steps(self, chunk: int = chunked.STEP) -> chunked.Steps[None]:
+        # Sorted a chunk at a time, then merged (both stable: the order one sort of
+        # the whole list gives), so that a million jobs never hold the loop for long.
+        every = list(self.watchlist.records())
+        waiting: list[Job] = []
+        for first in range(0, len(every), chunk):
+            waiting += [job for job in every[first : first + chunk] if not job.in_flight]
+            yield
+        del every
         if not waiting:
             return
-        waiting.sort(key=lambda j: -math.inf if j.last_success is None else j.last_success)
-        start = min(job.due for job in waiting)
+        runs = []
+        start = math.inf
+        for first in range(0, len(waiting), chunk):
+            if first:
+                yield
+            run = sorted(waiting[first : first + chunk], key=_success_key)
+            start = min(start, min(job.due for job in run))
+            runs.append(run)
         spacing = 1.0 / self.schedule.ramp_rate
-        for index, job in enumerate(waiting):
+        for index, job in enumerate(heapq.merge(*runs, key=_success_key)):
+            if index and not index % chunk:
+                yield
             due = start + index * spacing
             job.anchor = due
             self._push(job, due)
@@ -666,3 +689,7 @@ class Scheduler:
             job.anchor = due
             self._push(job, due)
         self._wake.set()
+
+
+def _success_key(job: Job) -> float:
+    return -math.inf if job.last_success is None else job.last_success

@@ -4,14 +4,16 @@ Owns ``<dir>/watchlist.json``: every watched id with the sources that asked for 
 and the daemon's small memories beside it (``extras``: the expected cluster, the
 tombstones of dropped jobs; see :mod:`heartbeat.memory`). Saved atomically (temporary
 file, fsync, rename, fsync of the directory) after each change, bursts coalesced into
-one write. Loaded at start before any source runs.
+one write. Loaded at start before any source runs. The format is
+:mod:`heartbeat.statefile`'s: written and read a chunk of jobs at a time, yielding to
+the event loop between chunks, so that a million jobs never hold the loop for long.
 
 Each job's last outcomes go to ``<dir>/outcomes.json`` instead: they change with every
 check-in, so they are written on their own (:meth:`StateStore.touched` is a flag set
 per check-in), at most every :data:`OUTCOME_PERIOD` seconds and never more than
-:data:`OUTCOME_BUDGET` of the time (a 100,000-job file takes about half a second to
-write here), encoded and written in a worker thread; a watch-list change (a control
-API acknowledgement) never waits for them.
+:data:`OUTCOME_BUDGET` of the time (a 1,000,000-job file takes seconds to write
+here), in chunks like the watch list; a watch-list change (a control API
+acknowledgement) never waits for them.
 A corrupt or unreadable file is logged, kept aside under a new name, and the daemon
 starts from its sources: never a crash loop. A state directory that cannot be used at
 all is logged (``state_unreadable``), saving is retried (``state_save_failed`` once),
@@ -31,24 +33,36 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import structlog
 
+from heartbeat import chunked
+from heartbeat.chunked import Rows
 from heartbeat.errors import ConfigError
+from heartbeat.statefile import (
+    encode_pieces,
+    outcome_pieces,
+    parse,
+    parse_outcomes_file,
+    read_text,
+    write_atomically,
+    write_atomically_async,
+)
 
 log = structlog.get_logger("heartbeat")
 
 FILENAME = "watchlist.json"
 OUTCOMES_FILENAME = "outcomes.json"
 LOCKNAME = "lock"
-FORMAT_VERSION = 1
 #: Changes within this many seconds of each other are written together.
 COALESCE = 0.05
 #: Check-in outcomes alone are written at most this often: never a write per
@@ -59,93 +73,18 @@ OUTCOME_PERIOD = 5.0
 OUTCOME_BUDGET = 0.05
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def encode(
-    jobs: dict[str, tuple[str, ...]],
-    leases: dict[str, dict[str, float]] | None = None,
-    extras: dict[str, Any] | None = None,
-) -> bytes:
-    payload: dict[str, Any] = {
-        **(extras or {}),
-        "version": FORMAT_VERSION,
-        "jobs": {k: list(v) for k, v in jobs.items()},
-    }
-    if leases:
-        # {id: {source: wall-clock expiry}} (heartbeat.leases); absent: no leases.
-        payload["leases"] = leases
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def decode(raw: bytes) -> dict[str, tuple[str, ...]]:
-    """Parse a state file; ValueError with the reason when it is not one."""
-    return decode_all(raw)[0]
-
-
-def decode_all(raw: bytes) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
-    """The watch list and the extras (every other top-level key) of a state file."""
-    payload: Any = json.loads(raw.decode("utf-8"))
-    if not isinstance(payload, dict) or payload.get("version") != FORMAT_VERSION:
-        raise ValueError("not a heartbeat watch list (version 1)")
-    jobs = payload.get("jobs")
-    if not isinstance(jobs, dict):
-        raise ValueError("'jobs' is not an object")
-    result: dict[str, tuple[str, ...]] = {}
-    for job_id, sources in jobs.items():
-        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise ValueError(f"sources of {job_id!r} are not a list of strings")
-        result[job_id] = tuple(sources) or ("state",)
-    extras = {k: v for k, v in payload.items() if k not in ("version", "jobs", "leases")}
-    return result, extras
-
-
-def decode_leases(raw: bytes) -> dict[str, dict[str, float]]:
-    """The ``leases`` of a state file that :func:`decode` accepted; entries that are
-    not ``{source: seconds}`` are skipped (the claim is then permanent, as before)."""
-    leases = json.loads(raw.decode("utf-8")).get("leases")
-    if not isinstance(leases, dict):
-        return {}
-    result: dict[str, dict[str, float]] = {}
-    for job_id, by_source in leases.items():
-        if isinstance(by_source, dict):
-            result[job_id] = {
-                source: float(when)
-                for source, when in by_source.items()
-                if isinstance(when, int | float)
-                and not isinstance(when, bool)
-                and abs(when) < 1e12  # seconds since the epoch, not garbage
-            }
-    return result
-
-
 class StateStore:
-    """Loads and saves the watch list. ``snapshot`` returns the current list."""
+    """Loads and saves the watch list. ``snapshot`` returns the current list (a mapping
+    or :class:`~heartbeat.chunked.Rows`, read a chunk at a time while the loop runs
+    between chunks), ``outcomes`` likewise the outcomes to keep."""
 
     def __init__(
         self,
         directory: Path,
-        snapshot: Callable[[], dict[str, tuple[str, ...]]],
-        leases: Callable[[], dict[str, dict[str, float]]] | None = None,
+        snapshot: Callable[[], Mapping[str, tuple[str, ...]] | Rows],
+        leases: Callable[[], Mapping[str, dict[str, float]] | Rows] | None = None,
         extras: Callable[[], dict[str, Any]] | None = None,
-        outcomes: Callable[[], Any] | None = None,
+        outcomes: Callable[[], Mapping[str, Any] | Rows] | None = None,
     ):
         self.directory = directory
         self.path = directory / FILENAME
@@ -167,6 +106,9 @@ class StateStore:
         self._saved_event = anyio.Event()
         self._lock_fd: int | None = None
         self.failed: str | None = None
+        #: One outcomes write at a time: a million jobs' take seconds, and two writers
+        #: of one temporary file would each rename the other's away.
+        self._outcomes_writing = anyio.Lock()
 
     def lock(self) -> None:
         """Make this process the directory's only user, until :meth:`unlock`.
@@ -201,10 +143,13 @@ class StateStore:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
-    def load(self) -> dict[str, tuple[str, ...]]:
-        """The saved watch list; empty (and the bad file set aside) when unusable."""
+    async def load(self) -> dict[str, tuple[str, ...]]:
+        """The saved watch list; empty (and the bad file set aside) when unusable.
+
+        Read in a worker thread, parsed on the event loop a chunk of entries at a time
+        with a yield between chunks: a million ids never hold the loop for long."""
         try:
-            raw = self.path.read_bytes()
+            text = await anyio.to_thread.run_sync(read_text, self.path)
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -217,15 +162,21 @@ class StateStore:
                 error=exc.strerror or str(exc),
             )
             return {}
+        except UnicodeDecodeError as exc:
+            return self._corrupt(exc)
         try:
-            jobs, self.loaded_extras = decode_all(raw)
-            self.loaded_outcomes = self._load_outcomes()
-            self.loaded_leases = decode_leases(raw)
-            return jobs
-        except (ValueError, UnicodeDecodeError) as exc:
-            aside = self._set_aside("corrupt")
-            log.error("state_corrupt", path=str(self.path), kept_as=str(aside), error=str(exc))
-            return {}
+            jobs, self.loaded_extras, self.loaded_leases = await chunked.drain_async(
+                parse(text), freeze=True
+            )
+        except ValueError as exc:
+            return self._corrupt(exc)
+        self.loaded_outcomes = await self._load_outcomes()
+        return jobs
+
+    def _corrupt(self, exc: ValueError) -> dict[str, tuple[str, ...]]:
+        aside = self._set_aside("corrupt")
+        log.error("state_corrupt", path=str(self.path), kept_as=str(aside), error=str(exc))
+        return {}
 
     def _set_aside(self, why: str) -> Path:
         """Rename the state file to a new ``watchlist.json.<why>-<time>``; its new path
@@ -247,33 +198,40 @@ class StateStore:
         OUTCOME_PERIOD seconds, never a write per check-in)."""
         self._touched = True
 
-    def _encode(self) -> tuple[bytes, int]:
+    def _pieces(self) -> tuple[Iterator[bytes], int]:
+        """The state file's pieces (made as they are read) and how many jobs it holds."""
         snapshot = self._snapshot()
         leases = self._leases() if self._leases is not None else None
         extras = self._extras() if self._extras is not None else None
-        return encode(snapshot, leases, extras), len(snapshot)
+        if isinstance(snapshot, Rows):  # its ids listed once, here: the count is theirs
+            ids = tuple(snapshot.keys())
+            snapshot = Rows(lambda: ids, snapshot.entries)
+            return encode_pieces(snapshot, leases, extras), len(ids)
+        return encode_pieces(snapshot, leases, extras), len(snapshot)
 
-    def _load_outcomes(self) -> Any:
+    async def _load_outcomes(self) -> dict[str, Any] | None:
         """The saved outcomes, or None: a missing or damaged file only loses them."""
         try:
-            payload = json.loads(self.outcomes_path.read_bytes().decode("utf-8"))
+            text = await anyio.to_thread.run_sync(read_text, self.outcomes_path)
+            return await chunked.drain_async(parse_outcomes_file(text), freeze=True)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             log.warning("state_outcomes_unreadable", path=str(self.outcomes_path), error=str(exc))
             return None
-        return payload.get("outcomes") if isinstance(payload, dict) else None
 
     def save_outcomes_now(self) -> None:
         """Write the outcomes synchronously (used at shutdown)."""
         if self._outcomes_snapshot is not None:
-            self._write_outcomes(self._outcomes_snapshot())
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomically(self.outcomes_path, outcome_pieces(self._outcomes_snapshot()))
 
-    def _write_outcomes(self, outcomes: Any) -> None:
-        payload = {"version": FORMAT_VERSION, "outcomes": outcomes}
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(self.outcomes_path, data)
+    async def _write_outcomes(self, outcomes: Mapping[str, Any] | Rows) -> None:
+        async with self._outcomes_writing:
+            await anyio.to_thread.run_sync(
+                partial(self.directory.mkdir, parents=True, exist_ok=True, mode=0o700)
+            )
+            await write_atomically_async(self.outcomes_path, outcome_pieces(outcomes))
 
     async def _outcomes(self) -> None:
         if self._outcomes_snapshot is None:
@@ -285,9 +243,8 @@ class StateStore:
                 continue
             self._touched = False
             started = time.monotonic()
-            snapshot = self._outcomes_snapshot()  # in the loop: a consistent picture
             try:
-                await anyio.to_thread.run_sync(self._write_outcomes, snapshot)
+                await self._write_outcomes(self._outcomes_snapshot())
             except OSError as exc:
                 self._touched = True  # try again next period; the watch list reports
                 log.debug("state_outcomes_save_failed", error=str(exc))
@@ -308,12 +265,19 @@ class StateStore:
     def save_now(self) -> None:
         """Write synchronously (used at shutdown)."""
         generation = self._changed
-        self._write(self._encode()[0])
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(self.path, self._pieces()[0])
         self._saved = max(self._saved, generation)
 
-    def _write(self, data: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomically(self.path, data)
+    async def _write(self) -> int:
+        """Write the watch list from the event loop (a chunk per turn of it); how many
+        jobs it held. Every change noted before the call is in the file."""
+        await anyio.to_thread.run_sync(
+            partial(self.directory.mkdir, parents=True, exist_ok=True, mode=0o700)
+        )
+        pieces, count = self._pieces()
+        await write_atomically_async(self.path, pieces)
+        return count
 
     async def run(self) -> None:
         """The saver task: writes after changes, coalescing bursts; retries failures."""
@@ -328,9 +292,8 @@ class StateStore:
             await anyio.sleep(COALESCE)
             self._dirty = anyio.Event()
             generation = self._changed
-            data, count = self._encode()
             try:
-                await anyio.to_thread.run_sync(self._write, data)
+                count = await self._write()
             except OSError as exc:
                 if self.failed is None:
                     log.error("state_save_failed", path=str(self.path), error=str(exc))

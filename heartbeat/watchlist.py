@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable, Iterable, ValuesView
+from collections.abc import Callable, Iterable, Iterator, ValuesView
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +46,9 @@ from heartbeat.jobid import validate_job_id
 
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
-#: watch_many_async adds this many ids between yields to the event loop (about 40 ms
-#: of CPU here: bench/scale.py --adds measures the longest block).
-ADD_CHUNK = 10_000
+#: watch_many_async adds this many ids between yields to the event loop (5-20 ms of
+#: CPU here, depending on the load: bench/scale.py --adds measures the longest block).
+ADD_CHUNK = 2_000
 
 
 @dataclass(slots=True, eq=False)
@@ -111,6 +111,10 @@ class WatchList:
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        """The watched ids (the state file lists them once per write, as a tuple)."""
+        return iter(self._jobs)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -271,8 +275,14 @@ class WatchList:
     # ------------------------------------------------------------------ claims
 
     def claims(self) -> dict[str, tuple[str, ...]]:
-        """Every watched id with the sources that claim it (for the state file)."""
+        """Every watched id with the sources that claim it."""
         return {job.id: job.sources for job in self._jobs.values()}
+
+    def claims_of(self, job_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """:meth:`claims` of those of ``job_ids`` still watched (the state file is
+        written a chunk of ids at a time)."""
+        jobs = self._jobs
+        return {i: job.sources for i in job_ids if (job := jobs.get(i)) is not None}
 
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims (restored from the state file ones included)."""
@@ -322,10 +332,17 @@ class WatchList:
     def job_ids(self) -> list[str]:
         return list(self._jobs)
 
-    def outcome_rows(self) -> list[tuple[str, float | None, int, str | None]]:
+    def outcome_rows(
+        self, job_ids: Iterable[str] | None = None
+    ) -> list[tuple[str, float | None, int, str | None]]:
         """``(id, last_success as wall-clock time, consecutive failures, last error)``
-        of every job, for the state file."""
+        of every job (or of those of ``job_ids`` still watched), for the state file."""
         offset = self._offset()
+        jobs: Iterable[Job]
+        if job_ids is None:
+            jobs = self._jobs.values()
+        else:
+            jobs = [job for i in job_ids if (job := self._jobs.get(i)) is not None]
         return [
             (
                 job.id,
@@ -333,7 +350,7 @@ class WatchList:
                 job.failures,
                 job.last_error,
             )
-            for job in self._jobs.values()
+            for job in jobs
         ]
 
     def restore_outcome(

@@ -23,7 +23,8 @@ from heartbeat.daemon import Heartbeat
 from heartbeat.errors import InvalidJobId
 from heartbeat.outcomes import Outcome, Success
 from heartbeat.scheduler import Scheduler
-from heartbeat.state import FILENAME, encode
+from heartbeat.state import FILENAME
+from heartbeat.statefile import encode
 from tests.conftest import ES
 from tests.helpers_control import QUIET
 from tests.support import make_config
@@ -121,7 +122,7 @@ async def test_ids_from_the_config_and_the_state_file_are_added_in_chunks(
                 assert set(hb.scheduler.job_ids()) == {*config_ids, *saved_ids}
                 sampler.stopped = True
     between = sampler.between(total)
-    # The state file's ids, then the configuration's, 10,000 at a time.
+    # The state file's ids, then the configuration's, ADD_CHUNK (2,000) at a time.
     assert {10_000, 20_000, 25_000, 35_000, 45_000} <= between
 
 

@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 
 from heartbeat.daemon import Heartbeat
 from heartbeat.errors import ConfigError
-from heartbeat.state import FILENAME, StateStore, decode, encode
+from heartbeat.state import FILENAME, StateStore
+from heartbeat.statefile import decode, encode
 from tests.conftest import ES
 from tests.helpers_control import QUIET, QUIET_DAEMON, api_client, short_dir
 from tests.helpers_daemon import run_daemon
