@@ -40,7 +40,7 @@ def build_sources(config: Config) -> list[Source]:
         # Imported here: redis is only loaded when a queue is configured.
         from heartbeat.sources.queue import QueueSource
 
-        sources.append(QueueSource(config.queue, backoff=config.backoff))
+        sources.append(QueueSource(config.queue, backoff_settings=config.backoff))
     if config.discovery.connector_ids:
         from heartbeat.sources.discovery import DiscoverySource
 

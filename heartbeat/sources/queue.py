@@ -39,7 +39,7 @@ import random
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -51,18 +51,14 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from heartbeat import backoff, logs
-from heartbeat.config import (
-    BackoffSettings,
-    Config,
-    QueueSettings,
-    parse_shard,
-    redact_url,
-    url_password,
-)
+from heartbeat.config import Config, QueueSettings, parse_shard, redact_url, url_password
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import printable, validate_job_id
 from heartbeat.leases import check_ttl
 from heartbeat.sources.base import Feed
+
+if TYPE_CHECKING:
+    from heartbeat.config import BackoffSettings
 
 log = structlog.get_logger("heartbeat")
 
@@ -217,15 +213,11 @@ class QueueSource:
     name = NAME
 
     def __init__(
-        self,
-        settings: QueueSettings,
-        *,
-        backoff: BackoffSettings | None = None,
-        rng: Any = None,
+        self, settings: QueueSettings, *, backoff_settings: BackoffSettings, rng: Any = None
     ) -> None:
         self.settings = settings
         #: ``[backoff]``: the delays between two reconnections.
-        self.backoff = backoff if backoff is not None else BackoffSettings()
+        self.backoff = backoff_settings
         self._rng = rng if rng is not None else random.random
         self._changed = anyio.Event()
         self._session: anyio.CancelScope | None = None
