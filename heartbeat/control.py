@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hmac
 import socket
-from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -97,10 +97,8 @@ class ControlFeed(Feed, Protocol):
     """A :class:`Feed` plus what the endpoints read and undo: the jobs, their leases'
     expiry, the tombstones of dropped jobs, and the status snapshot."""
 
-    def watch(self, job_id: str, source: str, *, ttl: float | None = None) -> bool: ...
-
-    async def watch_many_async(
-        self, job_ids: Iterable[str], source: str, *, ttl: float | None = None
+    async def claim_many_async(
+        self, job_ids: Sequence[str], source: str, *, ttl: float | None = None
     ) -> int: ...
 
     def unwatch(self, job_id: str, *, reason: str = ...) -> bool: ...
@@ -191,7 +189,7 @@ class ControlAPI:
             return json_response(200, self._json(view))
         if method == "PUT":
             seconds = ttl_of(ttl, self.default_ttl)
-            new = feed.watch(job_id, NAME, ttl=seconds)
+            new = feed.claim_many([job_id], NAME, ttl=seconds) == 1
             view = feed.job(job_id)
             assert view is not None
             await self._persisted()
@@ -216,7 +214,7 @@ class ControlAPI:
         feed = self.feed
         seconds = ttl_of(ttl, self.default_ttl)
         known = {job_id for job_id in ids if feed.is_watched(job_id)}
-        await feed.watch_many_async(ids, NAME, ttl=seconds)
+        await feed.claim_many_async(ids, NAME, ttl=seconds)
         await self._persisted()
         return json_response(
             200,

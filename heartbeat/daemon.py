@@ -34,13 +34,14 @@ from heartbeat.config import Config
 from heartbeat.finished import StatusChecker
 from heartbeat.health import Health
 from heartbeat.identity import ClusterIdentity
+from heartbeat.jobid import validate_many, validate_many_async
 from heartbeat.leases import LeaseKeeper, check_ttl
 from heartbeat.memory import Tombstone, Tombstones, outcomes_json
 from heartbeat.metrics import Metrics
 from heartbeat.scheduler import TIMER_SLACK, Scheduler
 from heartbeat.state import StateStore
 from heartbeat.status import Status, snapshot
-from heartbeat.watchlist import JobView
+from heartbeat.watchlist import ADD_CHUNK, JobView
 from heartbeat.worker import WorkerMonitor
 
 if TYPE_CHECKING:
@@ -283,22 +284,35 @@ class Heartbeat:
     def watch_many(
         self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
     ) -> int:
-        """Watch several ids (all validated first); returns how many were new."""
-        if ttl is not None:
-            ttl = check_ttl(ttl)
-        ids = list(job_ids)
-        added = self.scheduler.watch_many(ids, source)
-        self._granted(ids, source, ttl)
-        return added
+        """Watch several ids (all validated first: for an embedder, this is where they
+        enter); returns how many were new."""
+        ttl = _lease(ttl)  # before the ids, as always
+        return self.claim_many(validate_many(job_ids), source, ttl=ttl)
 
     async def watch_many_async(
         self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
     ) -> int:
-        """:meth:`watch_many` from async code: the ids are added in chunks, yielding to
-        the event loop between them (Scheduler.watch_many_async)."""
-        if ttl is not None:
-            ttl = check_ttl(ttl)
-        ids = list(job_ids)
+        """:meth:`watch_many` from async code: the ids are validated, then added, in
+        chunks, yielding to the event loop between them (WatchList.watch_many_async)."""
+        ttl = _lease(ttl)
+        ids = await validate_many_async(job_ids, ADD_CHUNK)
+        return await self.claim_many_async(ids, source, ttl=ttl)
+
+    # What a source is handed (heartbeat.sources.base.Feed and the wider feeds): ids
+    # validated where they entered (the source's own check), claimed as they are.
+
+    def claim_many(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
+        """Claim ``job_ids`` (valid ids) for ``source``; how many were not watched."""
+        ttl, ids = _lease(ttl), list(job_ids)
+        added = self.scheduler.watch_many(ids, source)
+        self._granted(ids, source, ttl)
+        return added
+
+    async def claim_many_async(
+        self, job_ids: Sequence[str], source: str, *, ttl: float | None = None
+    ) -> int:
+        """:meth:`claim_many` in chunks, yielding to the event loop between them."""
+        ttl, ids = _lease(ttl), list(job_ids)
         added = await self.scheduler.watch_many_async(ids, source)
         self._granted(ids, source, ttl)
         return added
@@ -315,8 +329,6 @@ class Heartbeat:
 
     def jobs(self) -> list[JobView]:
         return self.scheduler.jobs()
-
-    # What a source is handed (heartbeat.sources.base.Feed and the wider feeds).
 
     @property
     def clock(self) -> Clock:
@@ -392,3 +404,8 @@ class Heartbeat:
         self.scheduler.watch_many([i for i in new.jobs.ids if i not in old_ids], "config")
         self.config = new
         return changed
+
+
+def _lease(ttl: float | None) -> float | None:
+    """A claim's ``ttl`` checked (None: a permanent claim)."""
+    return None if ttl is None else check_ttl(ttl)

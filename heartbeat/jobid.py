@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from heartbeat.errors import InvalidJobId
@@ -46,6 +47,26 @@ def validate_job_id(job_id: object) -> str:
         if unicodedata.category(char) == "Cc":
             raise InvalidJobId(f"job id has a control character {char!r} at position {position}")
     return job_id
+
+
+def validate_many(job_ids: Iterable[object]) -> list[str]:
+    """Every id of ``job_ids`` validated (:func:`validate_job_id`), as a list; the first
+    invalid one raises."""
+    return [validate_job_id(job_id) for job_id in job_ids]
+
+
+async def validate_many_async(job_ids: Iterable[object], chunk: int) -> list[str]:
+    """:func:`validate_many` for long lists, from async code: ``chunk`` ids at a time,
+    with a yield to the event loop between chunks."""
+    import anyio.lowlevel
+
+    ids = list(job_ids)
+    valid: list[str] = []
+    for start in range(0, len(ids), chunk):
+        if start:
+            await anyio.lowlevel.checkpoint()
+        valid += validate_many(ids[start : start + chunk])
+    return valid
 
 
 def encode_segment(job_id: str) -> str:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from heartbeat.changes import JobDropped
+from heartbeat.errors import InvalidJobId
+from heartbeat.jobid import validate_job_id
 
 MAX_TOMBSTONES = 1000
 TOMBSTONE_AGE = 24 * 3600.0
@@ -67,6 +69,10 @@ class Tombstone:
         sources = data.get("sources", [])
         status, server_reason = data.get("status"), data.get("server_reason")
         if not (isinstance(job_id, str) and isinstance(reason, str)):
+            return None
+        try:
+            validate_job_id(job_id)  # it enters from the disk: restored, it is trusted
+        except InvalidJobId:
             return None
         if not isinstance(at, (int, float)) or isinstance(at, bool):
             return None

@@ -8,6 +8,10 @@ gives each new job its first due time (``place``) and hears of every job that
 leaves (``forget``). Nor does it decide that a job is over: the scheduler and
 :mod:`heartbeat.finished` decide, then call :meth:`WatchList.drop`.
 
+Every id is trusted: it was validated where it entered (:mod:`heartbeat.jobid`: the
+configuration, the command line, a source, the state file, the library API of
+:class:`heartbeat.daemon.Heartbeat`), once.
+
 A job is watched while at least one source claims it. Every source has a name
 (``config``, ``cli``, ``file``, ``queue``, ``discovery``, ``control``, ``api`` or
 the embedder's own), and withdrawing a claim unwatches the job only with the last
@@ -42,7 +46,6 @@ from heartbeat.changes import (
     JobsAdded,
 )
 from heartbeat.clock import Clock
-from heartbeat.jobid import validate_job_id
 
 #: More ids than this added at once are logged as one ``job_added`` line.
 BATCH_LOG_THRESHOLD = 10
@@ -126,13 +129,12 @@ class WatchList:
     # ------------------------------------------------------------------ adding
 
     def watch(self, job_id: str, source: str = "api") -> bool:
-        """Watch ``job_id`` (validated); True when it was not watched before."""
+        """Watch ``job_id``; True when it was not watched before."""
         return self.watch_many([job_id], source) == 1
 
     def watch_many(self, job_ids: Iterable[str], source: str) -> int:
-        """Watch several ids at once; returns how many were new. Invalid ids raise
-        before anything changes."""
-        ids = [validate_job_id(job_id) for job_id in job_ids]
+        """Watch several ids at once; returns how many were new."""
+        ids = list(job_ids)
         added = self._add(ids, source)
         self._announce(added, source)
         return len(added)
@@ -140,18 +142,17 @@ class WatchList:
     async def watch_many_async(
         self, job_ids: Iterable[str], source: str, *, chunk: int = ADD_CHUNK
     ) -> int:
-        """:meth:`watch_many` for long lists, from async code: the ids are validated,
-        then added, ``chunk`` at a time with a yield to the event loop between chunks,
-        so a million ids never hold the loop for long. Invalid ids raise before
-        anything changes; one ``job_added`` line for the lot, as with watch_many."""
+        """:meth:`watch_many` for long lists, from async code: the ids are added
+        ``chunk`` at a time with a yield to the event loop between chunks, so a million
+        ids never hold the loop for long; one ``job_added`` line for the lot, as with
+        watch_many."""
         ids = list(job_ids)
-        for start in range(0, len(ids), chunk):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            ids[start : start + chunk] = [validate_job_id(i) for i in ids[start : start + chunk]]
         added: list[str] = []
         for start in range(0, len(ids), chunk):
-            if start:
+            # A long list yields before its first chunk too (the loop runs between two
+            # long adds, the state file's and the configuration's); a short one is
+            # added at once, with no await between the caller's look and the add.
+            if start or len(ids) > chunk:
                 await anyio.lowlevel.checkpoint()
             new = self._add(ids[start : start + chunk], source)
             if new:
@@ -302,13 +303,13 @@ class WatchList:
 
         Its claims on other ids are withdrawn first (an id whose last claim that was
         is unwatched, ``job_removed`` with ``reason``); then the ids it did not claim
-        yet are claimed, in ``wanted`` order. An invalid new id raises before anything
-        changes. The current claims come from the watch list, not from the source's
-        memory, so the ids restored from the state file are reconciled too."""
+        yet are claimed, in ``wanted`` order. The current claims come from the watch
+        list, not from the source's memory, so the ids restored from the state file are
+        reconciled too."""
         keep = dict.fromkeys(wanted)
         current = [job.id for job in self._jobs.values() if source in job.sources]
         held = set(current)
-        new = [validate_job_id(job_id) for job_id in keep if job_id not in held]
+        new = [job_id for job_id in keep if job_id not in held]
         gone = [job_id for job_id in current if job_id not in keep]
         for job_id in gone:
             self.unwatch(job_id, reason, source)

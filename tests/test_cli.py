@@ -77,6 +77,18 @@ async def test_version() -> None:
     assert (code, out.strip()) == (0, "heartbeat 0.1.0")
 
 
+@pytest.mark.parametrize("module", ["heartbeat.__main__", "heartbeat.cli"])
+async def test_both_entry_points_run_the_command_line(module: str) -> None:
+    # heartbeat.__main__:entry is the console script; heartbeat.cli:entry is what the
+    # scripts of installs made before it still call.
+    script = f"import sys; sys.argv[0] = 'heartbeat'; from {module} import entry; entry()"
+    for args, code, stream in ((["--version"], 0, "stdout"), (["check-in"], 2, "stderr")):
+        with anyio.fail_after(60):
+            result = await anyio.run_process([sys.executable, "-c", script, *args], check=False)
+        assert result.returncode == code, (module, args)
+        assert getattr(result, stream).decode().startswith("heartbeat"), (module, args)
+
+
 @pytest.mark.parametrize("duration", ["3", "6"])  # 3: what dist-test and image-test run
 async def test_demo_runs_and_summarises(tmp_path: Path, duration: str) -> None:
     code, out, err = await heartbeat("demo", "--duration", duration, cwd=tmp_path)

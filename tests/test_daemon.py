@@ -170,3 +170,14 @@ async def test_a_config_file_with_a_secret_readable_by_others_is_warned_about(
     assert exposed["path"] == str(path)
     assert es.emu.checkins(job)[0].headers["Authorization"] == "ApiKey sekret-daemon-key"
     assert not any("sekret-daemon-key" in line for line in daemon.raw)
+
+
+def test_an_invalid_new_id_changes_nothing_where_it_enters() -> None:
+    # The watch list trusts its ids: each entry validates them, once (heartbeat.jobid).
+    # For an embedder, the entry is the library API; a batch with a bad id is refused
+    # whole, before anything changes.
+    hb = Heartbeat(Config(elasticsearch=ElasticsearchSettings(hosts=["http://127.0.0.1:9"])))
+    hb.watch_many(["a", "b"], "file")
+    with pytest.raises(InvalidJobId):
+        hb.watch_many(["a", "c", "bad\x00id"], "file")
+    assert hb.claimed("file") == {"a", "b"}

@@ -167,3 +167,11 @@ def test_a_late_answer_from_a_host_no_longer_configured_is_not_recorded() -> Non
     # A request of the retired client, still reading B, finishes now:
     assert identity.mismatched("http://b", "uuid-b") is False
     assert identity.mismatches == {}
+
+
+def test_a_saved_tombstone_with_an_invalid_id_is_skipped() -> None:
+    # The state file is where a tombstone's id enters: checked there, restored trusted.
+    saved = tombstone("a", 1.0).to_json()
+    assert Tombstone.from_json(saved) == tombstone("a", 1.0)
+    assert Tombstone.from_json({**saved, "id": "bad\x00id"}) is None
+    assert Tombstone.from_json({**saved, "id": ""}) is None

@@ -14,7 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from heartbeat.clock import ManualClock
-from heartbeat.config import BackoffSettings, ScheduleSettings
+from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
+from heartbeat.daemon import Heartbeat
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
@@ -321,13 +322,13 @@ async def test_shorter_interval_on_reconfigure_takes_effect_at_once(
     assert script.times("job-a") == [0, 11, 21]
 
 
-async def test_invalid_ids_are_refused_before_anything_changes(
-    clock: ManualClock, script: Script
-) -> None:
-    scheduler = make(clock, script)
+async def test_invalid_ids_are_refused_before_anything_changes() -> None:
+    # The scheduler and its watch list trust their ids: each is validated once, where
+    # it enters (heartbeat.jobid); for an embedder, that is Heartbeat's library API.
+    hb = Heartbeat(Config(elasticsearch=ElasticsearchSettings(hosts=["http://127.0.0.1:9"])))
     with pytest.raises(ValueError, match="empty"):
-        scheduler.watch_many(["ok", ""], "test")
-    assert len(scheduler) == 0
+        hb.watch_many(["ok", ""], "test")
+    assert len(hb.scheduler) == 0
 
 
 async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) -> None:

@@ -30,6 +30,7 @@ One module per concern; import from ``heartbeat.config``, which re-exports them 
 """
 
 from heartbeat.config.checks import MIN_TOKEN_LENGTH, usable_token
+from heartbeat.config.elasticsearch import ElasticsearchSettings
 from heartbeat.config.fields import (
     FilePath,
     ListenAddress,
@@ -56,7 +57,6 @@ from heartbeat.config.sections import (
     BackoffSettings,
     ControlSettings,
     DiscoverySettings,
-    ElasticsearchSettings,
     JobsSettings,
     LoggingSettings,
     MetricsSettings,

@@ -18,6 +18,7 @@ It does not own per-key validation (heartbeat.config.sections), reading secrets
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from heartbeat.config.fields import decode_cloud_id, is_loopback
@@ -49,105 +50,140 @@ MIN_STATUS_CHECK_INTERVAL = 10.0
 MIN_RAMP_RATE = 10.0
 
 
+#: ``(key, problem)`` for each rule a configuration breaks, in the order they are
+#: checked: the first is the one reported.
+Problems = Iterator[tuple[str | None, str]]
+
+
 def cross_checks(config: Config, source: str) -> None:
+    """ConfigError, naming the key, for the first cross-section rule ``config`` breaks."""
+    _first(_cross_problems(config), source)
+
+
+def control_checks(config: Config, source: str) -> None:
+    """ConfigError, naming the key, for the first ``[control]`` rule ``config`` breaks."""
+    _first(_control_problems(config), source)
+
+
+def _first(problems: Problems, source: str) -> None:
+    found = next(problems, None)
+    if found is not None:
+        key, problem = found
+        raise ConfigError(problem, key=key, source=source)
+
+
+def _floor(key: str, value: float, floor: float, unit: str, why: str) -> Problems:
+    if value < floor:
+        yield key, f"{value:g} is below the floor of {floor:g} {unit}{why}"
+
+
+def _below_idle(key: str, value: float, idle_after: float, why: str = "") -> Problems:
+    if value >= idle_after:
+        yield key, f"{value:g} must be less than schedule.idle_after ({idle_after:g}){why}"
+
+
+def _cross_problems(config: Config) -> Problems:
+    """The rules that span sections."""
     s = config.schedule
-    if s.interval < MIN_INTERVAL:
-        raise ConfigError(
-            f"{s.interval:g} is below the floor of {MIN_INTERVAL:g} s: a check-in keeps a job "
-            f"alive for schedule.idle_after ({s.idle_after:g} s)",
-            key="schedule.interval",
-            source=source,
+    idle = s.idle_after
+    yield from _floor(
+        "schedule.interval",
+        s.interval,
+        MIN_INTERVAL,
+        "s",
+        f": a check-in keeps a job alive for schedule.idle_after ({idle:g} s)",
+    )
+    yield from _below_idle("schedule.interval", s.interval, idle)
+    if s.interval * (1 + s.jitter) >= idle:
+        yield (
+            "schedule.interval",
+            (
+                f"{s.interval:g} with jitter {s.jitter:g} can reach "
+                f"{s.interval * (1 + s.jitter):g}, which must be less than "
+                f"schedule.idle_after ({idle:g})"
+            ),
         )
-    if s.interval >= s.idle_after:
-        raise ConfigError(
-            f"{s.interval:g} must be less than schedule.idle_after ({s.idle_after:g})",
-            key="schedule.interval",
-            source=source,
+    if s.status_check_interval > 0:  # 0: the reads are off
+        yield from _floor(
+            "schedule.status_check_interval",
+            s.status_check_interval,
+            MIN_STATUS_CHECK_INTERVAL,
+            "s",
+            " (each round reads every watched job; 0 turns the reads off)",
         )
-    if s.interval * (1 + s.jitter) >= s.idle_after:
-        raise ConfigError(
-            f"{s.interval:g} with jitter {s.jitter:g} can reach "
-            f"{s.interval * (1 + s.jitter):g}, which must be less than "
-            f"schedule.idle_after ({s.idle_after:g})",
-            key="schedule.interval",
-            source=source,
-        )
-    if 0 < s.status_check_interval < MIN_STATUS_CHECK_INTERVAL:
-        raise ConfigError(
-            f"{s.status_check_interval:g} is below the floor of {MIN_STATUS_CHECK_INTERVAL:g} s "
-            "(each round reads every watched job; 0 turns the reads off)",
-            key="schedule.status_check_interval",
-            source=source,
-        )
-    if s.ramp_rate < MIN_RAMP_RATE:
-        raise ConfigError(
-            f"{s.ramp_rate:g} is below the floor of {MIN_RAMP_RATE:g} jobs per second: a "
-            "batch of new jobs waits in line for its first check-in",
-            key="schedule.ramp_rate",
-            source=source,
-        )
-    if s.drop_confirm_after >= s.idle_after / 2:
+    yield from _floor(
+        "schedule.ramp_rate",
+        s.ramp_rate,
+        MIN_RAMP_RATE,
+        "jobs per second",
+        ": a batch of new jobs waits in line for its first check-in",
+    )
+    if s.drop_confirm_after >= idle / 2:
         # A job with a passing 404 is not checked in again before this: it must not
         # come near the idle rule.
-        raise ConfigError(
-            f"{s.drop_confirm_after:g} must be less than half of schedule.idle_after "
-            f"({s.idle_after / 2:g}): a job with a passing 404 waits this long for its "
-            "next check-in",
-            key="schedule.drop_confirm_after",
-            source=source,
+        yield (
+            "schedule.drop_confirm_after",
+            (
+                f"{s.drop_confirm_after:g} must be less than half of schedule.idle_after "
+                f"({idle / 2:g}): a job with a passing 404 waits this long for its "
+                "next check-in"
+            ),
         )
-    timeout = config.elasticsearch.request_timeout
-    if timeout >= s.idle_after:
-        # One hung request would outlast the idle rule: the job fails before a retry.
-        raise ConfigError(
-            f"{timeout:g} must be less than schedule.idle_after ({s.idle_after:g}), or one "
-            "unanswered request outlasts the idle rule",
-            key="elasticsearch.request_timeout",
-            source=source,
-        )
+    # One hung request must not outlast the idle rule: the job would fail before a retry.
+    yield from _below_idle(
+        "elasticsearch.request_timeout",
+        config.elasticsearch.request_timeout,
+        idle,
+        ", or one unanswered request outlasts the idle rule",
+    )
     discovery = config.discovery
     if discovery.connector_ids:  # the [discovery] rules only apply when it is on
-        if discovery.interval < MIN_DISCOVERY_INTERVAL:
-            raise ConfigError(
-                f"{discovery.interval:g} is below the floor of {MIN_DISCOVERY_INTERVAL:g} s "
-                "(each listing reads every page of the job list)",
-                key="discovery.interval",
-                source=source,
-            )
-        if discovery.interval >= s.idle_after:
-            # A job claimed just after a listing must be found before it goes idle.
-            raise ConfigError(
-                f"{discovery.interval:g} must be less than schedule.idle_after ({s.idle_after:g})",
-                key="discovery.interval",
-                source=source,
-            )
+        yield from _floor(
+            "discovery.interval",
+            discovery.interval,
+            MIN_DISCOVERY_INTERVAL,
+            "s",
+            " (each listing reads every page of the job list)",
+        )
+        # A job claimed just after a listing must be found before it goes idle.
+        yield from _below_idle("discovery.interval", discovery.interval, idle)
     b = config.backoff
     if b.max < b.initial:
-        raise ConfigError(
-            f"{b.max:g} must not be less than backoff.initial ({b.initial:g})",
-            key="backoff.max",
-            source=source,
+        yield "backoff.max", f"{b.max:g} must not be less than backoff.initial ({b.initial:g})"
+    yield from _elasticsearch_problems(config)
+    metrics = config.metrics.address()
+    if metrics is not None and not config.metrics.allow_remote and not is_loopback(metrics[0]):
+        yield (
+            "metrics.listen",
+            (
+                f"{config.metrics.listen!r} is not a loopback address, and /metrics, /livez and "
+                "/readyz have no authentication; set metrics.allow_remote = true to listen on it"
+            ),
         )
+
+
+def _elasticsearch_problems(config: Config) -> Problems:
     es = config.elasticsearch
     if es.cloud_id:
         try:
             decode_cloud_id(es.cloud_id)
         except ValueError as exc:
-            raise ConfigError(str(exc), key="elasticsearch.cloud_id", source=source) from None
+            yield "elasticsearch.cloud_id", str(exc)
     if es.ssl_assert_fingerprint and es.client_cert is not None:
         # aiohttp pins a fingerprint or uses a context, not both: the certificate
         # would silently never be sent.
-        raise ConfigError(
-            "cannot be combined with ssl_assert_fingerprint (the certificate would not be "
-            "sent); use ca_certs to trust the server instead",
-            key="elasticsearch.client_cert",
-            source=source,
+        yield (
+            "elasticsearch.client_cert",
+            (
+                "cannot be combined with ssl_assert_fingerprint (the certificate would not be "
+                "sent); use ca_certs to trust the server instead"
+            ),
         )
     tls_files = [key for key in TLS_FILES if getattr(es, key) is not None]
     for key in tls_files:
         path = getattr(es, key)
         if not Path(path).exists():
-            raise ConfigError(f"{path} does not exist", key=f"elasticsearch.{key}", source=source)
+            yield f"elasticsearch.{key}", f"{path} does not exist"
     if tls_files:
         try:
             # Every file TLS names is read and parsed now, as the client will: a file that
@@ -156,39 +192,30 @@ def cross_checks(config: Config, source: str) -> None:
             # and ~1 MB (the client builds its own, for https:// hosts only).
             build_context(es)
         except ConfigError as exc:
-            raise ConfigError(exc.message, key=exc.key, source=source) from None
-    metrics = config.metrics.address()
-    if metrics is not None and not config.metrics.allow_remote and not is_loopback(metrics[0]):
-        raise ConfigError(
-            f"{config.metrics.listen!r} is not a loopback address, and /metrics, /livez and "
-            "/readyz have no authentication; set metrics.allow_remote = true to listen on it",
-            key="metrics.listen",
-            source=source,
-        )
+            yield exc.key, exc.message
 
 
-def control_checks(config: Config, source: str) -> None:
+def _control_problems(config: Config) -> Problems:
     control = config.control
     token = control.token.get_secret_value() if control.token is not None else None
     if token is not None and not usable_token(token):
-        raise ConfigError(
-            f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters, no spaces",
-            key="control.token_file" if control.token_file else "control.token",
-            source=source,
+        yield (
+            "control.token_file" if control.token_file else "control.token",
+            (f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters, no spaces"),
         )
     address = control.address()
     if address is None:
         return
     if token is None:
-        raise ConfigError(
-            f"{control.listen!r}: the API over TCP needs control.token or control.token_file",
-            key="control.listen",
-            source=source,
+        yield (
+            "control.listen",
+            (f"{control.listen!r}: the API over TCP needs control.token or control.token_file"),
         )
     if not control.allow_remote and not is_loopback(address[0]):
-        raise ConfigError(
-            f"{control.listen!r} is not a loopback address; set control.allow_remote = true "
-            "to serve the control API on it",
-            key="control.listen",
-            source=source,
+        yield (
+            "control.listen",
+            (
+                f"{control.listen!r} is not a loopback address; set control.allow_remote = true "
+                "to serve the control API on it"
+            ),
         )

@@ -1,6 +1,7 @@
 """Shared field types, and the pure parsers behind them.
 
-Owns the annotated types that more than one section uses (:data:`PositiveFloat`,
+Owns the base of every section's model (:class:`Section`), the annotated types that
+more than one section uses (:data:`PositiveFloat`,
 :data:`FilePath`, :data:`ListenAddress`, :data:`Secret`, :data:`HeaderSecret`) and the
 string parsers that the rest of the daemon also calls at run time: ``host:port``
 (:func:`parse_listen`, :func:`is_loopback`), ``k/N`` shards (:func:`parse_shard`), the
@@ -24,7 +25,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+
+class Section(BaseModel):
+    """The model of one ``[section]``: unknown keys refused, frozen once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 #: A finite number above 0 (``inf`` and ``nan`` are refused).
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -17,11 +17,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from heartbeat.config.elasticsearch import ElasticsearchSettings
 from heartbeat.config.sections import (
     BackoffSettings,
     ControlSettings,
     DiscoverySettings,
-    ElasticsearchSettings,
     JobsSettings,
     LoggingSettings,
     MetricsSettings,

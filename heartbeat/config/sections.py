@@ -1,12 +1,13 @@
-"""The ``[section]`` tables: one frozen pydantic model per section of the file.
+"""The ``[section]`` tables but ``[elasticsearch]``: one frozen pydantic model each.
 
 Owns each section's keys, types, defaults and the checks that need only that section
-(a host is a URL, one way to authenticate, a shard parses, a socket path fits
-``sun_path``). Some defaults read the process environment when a model is built:
+(one way to authenticate to Redis, a shard parses, a socket path fits ``sun_path``).
+Some defaults read the process environment when a model is built:
 ``$STATE_DIRECTORY`` (``state.dir``), ``$RUNTIME_DIRECTORY`` (``control.socket``) and
 the host name (``queue.group``, ``queue.consumer``, ``discovery.worker_hostname``).
 
-It does not own the root :class:`~heartbeat.config.Config` or its environment overrides
+It does not own ``[elasticsearch]`` (heartbeat.config.elasticsearch), the root
+:class:`~heartbeat.config.Config` or its environment overrides
 (heartbeat.config.model), reading ``*_file`` secrets (heartbeat.config.loading), checks
 that span sections or need a resolved secret (heartbeat.config.checks), or redaction
 (heartbeat.config.redact). Key names are a public contract: add keys, never rename them.
@@ -20,14 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from heartbeat.config.fields import (
     FilePath,
@@ -35,22 +29,30 @@ from heartbeat.config.fields import (
     ListenAddress,
     PositiveFloat,
     Secret,
-    base_url_problem,
-    decode_cloud_id,
+    Section,
     parse_listen,
     parse_shard,
-    secret_problem,
     url_password,
 )
 from heartbeat.errors import InvalidJobId
 from heartbeat.jobid import validate_job_id
 
+__all__ = [
+    "MAX_SOCKET_PATH",
+    "BackoffSettings",
+    "ControlSettings",
+    "DiscoverySettings",
+    "JobsSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "QueueSettings",
+    "ScheduleSettings",
+    "StateSettings",
+    "WorkerSettings",
+]
+
 #: Linux's sun_path holds 108 bytes, the terminating NUL included.
 MAX_SOCKET_PATH = 107
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _ttl(value: float) -> float:
@@ -63,106 +65,7 @@ def _ttl(value: float) -> float:
 DefaultTTL = Annotated[float, Field(ge=0, allow_inf_nan=False), AfterValidator(_ttl)]
 
 
-class ElasticsearchSettings(_Section):
-    hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], min_length=1)
-    cloud_id: str | None = None
-    api_key: HeaderSecret | None = None
-    api_key_file: FilePath | None = None
-    username: str | None = None
-    password: Secret | None = None
-    password_file: FilePath | None = None
-    bearer_token: HeaderSecret | None = None
-    bearer_token_file: FilePath | None = None
-    ca_certs: FilePath | None = None
-    verify_certs: bool = True
-    ssl_assert_fingerprint: str | None = None
-    client_cert: FilePath | None = None
-    client_key: FilePath | None = None
-    request_timeout: PositiveFloat = 10.0
-    #: The cluster heartbeat expects (``GET /``'s ``cluster_uuid``); unset: the first one
-    #: seen, remembered in the state file. A host of another cluster is never trusted
-    #: with a drop (heartbeat.identity).
-    cluster_uuid: str | None = Field(default=None, min_length=1, max_length=128)
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts_are_urls(cls, hosts: list[str]) -> list[str]:
-        cleaned = []
-        for index, host in enumerate(hosts):
-            if "@" in host.partition("://")[2].partition("/")[0]:
-                # Never echoed: it holds a password.
-                raise ValueError(
-                    f"entry {index} carries credentials (user:password@); "
-                    "use username and password_file instead"
-                )
-            if any(not char.isprintable() or char.isspace() for char in host):
-                raise ValueError(f"entry {index} holds a space or a control character")
-            problem = base_url_problem(host)
-            if problem is not None:
-                raise ValueError(f"{host!r} {problem}")
-            cleaned.append(host.rstrip("/"))
-        return cleaned
-
-    @field_validator("username")
-    @classmethod
-    def _username(cls, value: str | None) -> str | None:
-        if value is not None and (problem := secret_problem(value, in_header=False)):
-            raise ValueError(problem)
-        if value is not None and ":" in value:
-            raise ValueError("cannot contain ':' (HTTP basic authentication)")
-        return value
-
-    @field_validator("ssl_assert_fingerprint")
-    @classmethod
-    def _fingerprint(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        digits = value.replace(":", "").strip().lower()
-        try:
-            raw = bytes.fromhex(digits)
-        except ValueError:
-            raise ValueError("must be hexadecimal (colons allowed)") from None
-        if len(raw) != 32:
-            raise ValueError(f"must be a SHA-256 fingerprint (32 bytes), got {len(raw)} bytes")
-        return digits
-
-    @model_validator(mode="after")
-    def _one_way_in(self) -> ElasticsearchSettings:
-        if self.cloud_id and "hosts" in self.model_fields_set:
-            raise ValueError("set either hosts or cloud_id, not both")
-        forms = [
-            name
-            for name, present in (
-                ("api_key", self.api_key or self.api_key_file),
-                ("username/password", self.username or self.password or self.password_file),
-                ("bearer_token", self.bearer_token or self.bearer_token_file),
-            )
-            if present
-        ]
-        if len(forms) > 1:
-            raise ValueError(f"set exactly one way to authenticate, not {' and '.join(forms)}")
-        if self.api_key and self.api_key_file:
-            raise ValueError("set api_key or api_key_file, not both")
-        if self.password and self.password_file:
-            raise ValueError("set password or password_file, not both")
-        if self.bearer_token and self.bearer_token_file:
-            raise ValueError("set bearer_token or bearer_token_file, not both")
-        if (self.password or self.password_file) and not self.username:
-            raise ValueError("password needs username")
-        if self.username and not (self.password or self.password_file):
-            raise ValueError("username needs password or password_file")
-        if self.client_key and not self.client_cert:
-            raise ValueError("client_key needs client_cert")
-        return self
-
-    def urls(self) -> list[str]:
-        """The base URLs to try, in order (``cloud_id`` decoded when set)."""
-        if self.cloud_id:
-            return [decode_cloud_id(self.cloud_id)]
-        return list(self.hosts)
-
-
-class ScheduleSettings(_Section):
+class ScheduleSettings(Section):
     interval: PositiveFloat = 60.0
     jitter: float = Field(default=0.1, ge=0, lt=1, allow_inf_nan=False)
     idle_after: PositiveFloat = 300.0
@@ -181,13 +84,13 @@ class ScheduleSettings(_Section):
     drop_confirm_after: float = Field(default=10.0, ge=0, allow_inf_nan=False)
 
 
-class BackoffSettings(_Section):
+class BackoffSettings(Section):
     initial: PositiveFloat = 1.0
     multiplier: float = Field(default=2.0, ge=1, allow_inf_nan=False)
     max: PositiveFloat = 60.0
 
 
-class JobsSettings(_Section):
+class JobsSettings(Section):
     ids: list[str] = Field(default_factory=list)
     #: A file of ids, one per line (heartbeat.sources.file), re-read when it changes.
     file: FilePath | None = None
@@ -203,7 +106,7 @@ class JobsSettings(_Section):
         return list(dict.fromkeys(ids))
 
 
-class StateSettings(_Section):
+class StateSettings(Section):
     #: Where the watch list is saved; default ``$STATE_DIRECTORY`` (set by systemd's
     #: StateDirectory=), else nowhere (the watch list then lives in memory only).
     dir: FilePath | None = Field(
@@ -221,7 +124,7 @@ class StateSettings(_Section):
         return None if isinstance(value, str) and not value.strip() else value
 
 
-class QueueSettings(_Section):
+class QueueSettings(Section):
     """``[queue]``: a Redis stream of watch/unwatch entries (heartbeat.sources.queue)."""
 
     #: ``redis://``, ``rediss://`` or ``unix://``; unset: no queue. Never logged as is.
@@ -279,7 +182,7 @@ class QueueSettings(_Section):
         return self
 
 
-class DiscoverySettings(_Section):
+class DiscoverySettings(Section):
     """``[discovery]``: watch the running jobs of these connectors claimed by this host."""
 
     connector_ids: list[str] = Field(default_factory=list)
@@ -296,7 +199,7 @@ class DiscoverySettings(_Section):
         return list(dict.fromkeys(ids))
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(Section):
     """``[worker]``: how heartbeat knows the connector worker beside it is alive
     (heartbeat.worker). Neither probe set: no probing, check-ins as without it."""
 
@@ -350,12 +253,12 @@ class WorkerSettings(_Section):
         return self.pid_file is not None or self.health_url is not None
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     #: ``host:port`` for /metrics, /livez and /readyz (``[::1]:9310`` for IPv6);
     #: None or "" (the default): no listener.
     listen: ListenAddress = None
@@ -372,7 +275,7 @@ def _default_control_socket() -> Path | None:
     return Path(runtime) / "control.sock" if runtime else None
 
 
-class ControlSettings(_Section):
+class ControlSettings(Section):
     """``[control]``: the local HTTP API that watches and unwatches ids (heartbeat.control)."""
 
     #: Unix socket, mode 0600; default ``$RUNTIME_DIRECTORY/control.sock`` (systemd's

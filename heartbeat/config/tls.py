@@ -17,7 +17,7 @@ import ssl
 import stat
 from pathlib import Path
 
-from heartbeat.config.sections import ElasticsearchSettings
+from heartbeat.config.elasticsearch import ElasticsearchSettings
 from heartbeat.errors import ConfigError
 
 #: What each file must hold, for the error line.

@@ -1,7 +1,7 @@
 """Where job ids come from, besides ``[jobs] ids`` and the library API.
 
 Each source feeds the same watch list through a :class:`~heartbeat.sources.base.Feed`
-(``feed.watch_many(ids, NAME)``, ``feed.release(id, source=NAME, reason=...)``,
+(``feed.claim_many(ids, NAME)``, ``feed.release(id, source=NAME, reason=...)``,
 ``feed.replace_claims(NAME, ids)``), through the same id validation, and never touches
 the scheduler's timing. A source is a :class:`~heartbeat.sources.base.Source`::
 

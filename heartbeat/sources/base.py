@@ -15,7 +15,7 @@ a source.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio.abc import TaskStatus
@@ -32,9 +32,10 @@ class Feed(Protocol):
     def clock(self) -> Clock:
         """The scheduler's clock (injected in tests)."""
 
-    def watch_many(self, job_ids: Iterable[str], source: str, *, ttl: float | None = None) -> int:
-        """Claim ``job_ids`` for ``source`` (validated first; a ``ttl`` makes the claims
-        end unless renewed); how many were not watched before."""
+    def claim_many(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
+        """Claim ``job_ids`` for ``source`` (a ``ttl`` makes the claims end unless
+        renewed); how many were not watched before. The ids are valid: the source
+        checked each one as it arrived (heartbeat.jobid), and the feed trusts them."""
 
     def release(self, job_id: str, *, source: str, reason: str) -> bool:
         """Withdraw ``source``'s claim on ``job_id``; True when the job is no longer
