@@ -9,9 +9,11 @@ so tests drive it with a manual clock.
 
 Design:
 
-* One heap of ``(due, order, job)`` entries, with lazy invalidation: a job moved to
-  another time gets a new entry and the old one is skipped when popped. No task per
-  job: 100,000 jobs cost a few hundred bytes each and no CPU between due times.
+* One heap of ``(due, id, job)`` entries, with lazy invalidation: a job moved to
+  another time gets a new entry and the old one is skipped when popped (its ``due``
+  is no longer the job's). Equal due times fall back on the id, unique in the watch
+  list, so no per-entry sequence number is needed (it was 40 bytes a job). No task
+  per job: 100,000 jobs cost a few hundred bytes each and no CPU between due times.
 * The loop grants due jobs oldest-first while fewer than ``max_in_flight`` requests
   are out: that is the fair (FIFO) limit; nothing starves. At most one request per
   job is in flight (a job is off the heap while its request runs).
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -115,8 +116,7 @@ class Scheduler:
         self.jobs = watchlist.jobs
         self.job_ids = watchlist.job_ids
         self.claims = watchlist.claims
-        self._heap: list[tuple[float, int, Job]] = []
-        self._order = itertools.count()
+        self._heap: list[tuple[float, str, Job]] = []
         self._in_flight = 0
         #: Set to make the loop look again (cleared by the loop each time it looks).
         self._wake = asyncio.Event()
@@ -252,8 +252,7 @@ class Scheduler:
 
     def _push(self, job: Job, due: float) -> None:
         job.due = due
-        job.order = next(self._order)
-        heapq.heappush(self._heap, (due, job.order, job))
+        heapq.heappush(self._heap, (due, job.id, job))
         if due < self._deadline and not self._slots_full:
             # Due before the loop means to wake up: wake it now. Not while every slot
             # is busy: the loop then ignores the heap, and the worker that frees a slot
@@ -265,8 +264,10 @@ class Scheduler:
         moved, removed or in flight since the entry was pushed)."""
         heap = self._heap
         while heap:
-            _, order, job = heap[0]
-            if order == job.order and not (job.removed or job.in_flight or job.held):
+            due, _, job = heap[0]
+            # The entry of the job's current due time: the same float object, so an
+            # entry left from an earlier time is never taken for the current one.
+            if due is job.due and not (job.removed or job.in_flight or job.held):
                 return job
             heapq.heappop(heap)
         return None

@@ -63,7 +63,6 @@ class Job:
     added: float
     anchor: float
     due: float
-    order: int = 0
     in_flight: bool = False
     removed: bool = False
     #: Off the heap until released (heartbeat.worker reads its document first).

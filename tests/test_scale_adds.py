@@ -147,3 +147,23 @@ async def test_renewing_a_long_list_freezes_nothing() -> None:
     await a.watch_many_async(IDS, "config", chunk=100)
     assert gc.get_freeze_count() == 0
     assert len(a) == len(IDS)
+
+
+def test_equal_due_times_and_left_over_entries_take_each_job_once() -> None:
+    # Heap entries are (due, id, job), no sequence number per entry (40 bytes a job):
+    # equal due times fall back on the id, and an entry left from an earlier due time,
+    # or a second one at the same time, is skipped.
+    clock = ManualClock(start=1000.0)
+    a = scheduler(clock)
+    a.watch_many(["b", "a", "c"], "config")
+    due = clock.monotonic()
+    jobs = {job.id: job for job in a.watchlist.records()}
+    for job in jobs.values():
+        a._push(job, due)  # all three due at the same instant
+    a._push(jobs["b"], due)  # b twice at that time
+    a._push(jobs["c"], due + 50.0)  # c moved later: its entry at `due` is left over
+    taken = []
+    while (job := a._take_due(due)) is not None:
+        taken.append(job.id)
+    assert taken == ["a", "b"]
+    assert [job.id for job in iter(lambda: a._take_due(due + 50.0), None)] == ["c"]
