@@ -1,6 +1,6 @@
 """Helpers for the metrics and health tests: the config layer that puts the listener
-on port 0, real HTTP requests to it, scrapes parsed with the Prometheus client's own
-parser.
+on port 0, a Heartbeat with one job at risk, real HTTP requests to the listener, scrapes
+parsed with the Prometheus client's own parser.
 
     async with running(make_config(es.url, LISTENER, jobs={"ids": ["job-a"]})) as (hb, _):
         await wait_for_sample(hb, "heartbeat_watched_jobs", lambda value: value == 1)
@@ -8,14 +8,17 @@ parser.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from heartbeat import Heartbeat
-from tests.support import Sections, until
+from heartbeat.emulator import Fault
+from tests.conftest import ES
+from tests.support import Sections, make_config, running, until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -27,6 +30,20 @@ LISTENER: Sections = {
     "metrics": {"listen": "127.0.0.1:0"},
     "backoff": {"initial": 0.05, "multiplier": 2.0, "max": 0.2},
 }
+
+
+@asynccontextmanager
+async def one_job_at_risk(es: ES) -> AsyncIterator[Heartbeat]:
+    """A Heartbeat watching job-a, checked in every 0.5 s (well inside idle_after / 2),
+    and job-b, refused with 409: that concerns one document, so the cluster stays "up"
+    and only job-b falls behind, at risk after idle_after / 2 = 1 s."""
+    es.emu.create_job(job_id="job-a")
+    es.emu.create_job(job_id="job-b")
+    es.emu.always(Fault(status=409), job_id="job-b")
+    schedule = {"interval": 0.5, "jitter": 0.1, "idle_after": 2.0}
+    config = make_config(es.url, LISTENER, jobs={"ids": ["job-a", "job-b"]}, schedule=schedule)
+    async with running(config) as (hb, _):
+        yield hb
 
 
 async def get(hb: Heartbeat, path: str, **headers: str) -> tuple[int, str, str]:

@@ -1,6 +1,6 @@
-"""What tests of every kind share: waiting for a condition, a free loopback port, a
-Config or a config file built from sections, and a Heartbeat running in this process
-with the sources a test names.
+"""What tests of every kind share: waiting for a condition, the CLI run to its end, a
+free loopback port, a Config or a config file built from sections, and a Heartbeat
+running in this process with the sources a test names.
 
     config = make_config(es.url, QUIET, jobs={"ids": ["job-a"]}, control={"socket": path})
     async with running(config, "file", "control") as (hb, sources):
@@ -22,6 +22,8 @@ import json
 import math
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,6 +59,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- the CLI in a subprocess ---------------------------------------------------------
+
+#: The command line of this checkout's heartbeat.
+HEARTBEAT = (sys.executable, "-m", "heartbeat")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its HEARTBEAT_* variables, and ``extra``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
+    environment.update(extra)
+    return environment
+
+
+async def heartbeat_cli(
+    *args: str, env: dict[str, str] | None = None, within: float = 60, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """``python -m heartbeat ARGS`` run to its end: ``(exit code, stdout, stderr)``.
+    ``env`` is the whole environment (default :func:`clean_env`); stdin is /dev/null."""
+    with anyio.fail_after(within):
+        result = await anyio.run_process(
+            [*HEARTBEAT, *args],
+            check=False,
+            env=env or clean_env(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 # -- configuration ---------------------------------------------------------------------

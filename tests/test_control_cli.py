@@ -4,29 +4,17 @@ this process: many ids in batches, and the daemon found from ``[control] listen`
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 from structlog.testing import capture_logs
 
 from heartbeat.control import MAX_BODY, ControlSource
 from tests.conftest import ES
 from tests.helpers_control import QUIET, short_dir
-from tests.support import make_config, running
+from tests.support import heartbeat_cli, make_config, running
 
 TOKEN = "t0ken-for-the-control-api"
-
-
-async def jobs_cli(*args: str) -> tuple[int, str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
-    with anyio.fail_after(60):
-        result = await anyio.run_process(
-            [sys.executable, "-m", "heartbeat", "jobs", *args], env=environment, check=False
-        )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 @pytest.mark.parametrize(
@@ -45,7 +33,7 @@ async def test_adding_many_ids_goes_in_batches_under_the_body_limit(es: ES, ids:
         sock = tmp / "c.sock"
         config = make_config(es.url, QUIET, jobs={"ids": ids[:10]}, control={"socket": sock})
         async with running(config, "file", "control") as (hb, _):
-            code, out, err = await jobs_cli("--socket", str(sock), "add", *ids)
+            code, out, err = await heartbeat_cli("jobs", "--socket", str(sock), "add", *ids)
             watched = set(hb.scheduler.claims())
     assert code == 0, err
     assert watched == set(ids)
@@ -81,11 +69,11 @@ async def test_jobs_finds_the_daemon_from_control_listen_and_token_file(
                 f"[control]\nsocket = ''\nlisten = '127.0.0.1:{port}'\n"
                 f"token_file = '{token_file}'\n"
             )
-            code, out, err = await jobs_cli("--config", str(file), "add", "by-listen")
+            code, out, err = await heartbeat_cli("jobs", "--config", str(file), "add", "by-listen")
             assert (code, out, err) == (0, "added: by-listen\n", "")
             assert "by-listen" in hb.scheduler.claims()
             # Without the token file, the daemon's 401 is reported, naming what to give.
             file.write_text(f"[control]\nlisten = '127.0.0.1:{port}'\n")
-            code, _, err = await jobs_cli("--config", str(file), "list")
+            code, _, err = await heartbeat_cli("jobs", "--config", str(file), "list")
             assert code == 2
             assert "401, missing or wrong token" in err

@@ -13,7 +13,7 @@ from heartbeat.clock import ManualClock
 from heartbeat.emulator import Fault
 from heartbeat.health import LIVENESS_TIMEOUT, LagMonitor, assess
 from tests.conftest import ES
-from tests.helpers_http import LISTENER, get_json, parse, sample
+from tests.helpers_http import LISTENER, get_json, one_job_at_risk, parse, sample
 from tests.support import free_port, make_config, running, until
 
 pytestmark = pytest.mark.timeout(30)
@@ -153,14 +153,7 @@ async def test_the_outage_line_says_when_nothing_was_reached() -> None:
 
 
 async def test_readyz_while_a_job_is_at_risk(es: ES) -> None:
-    es.emu.create_job(job_id="job-a")
-    es.emu.create_job(job_id="job-b")
-    es.emu.always(Fault(status=409), job_id="job-b")
-    # A healthy job is checked in every 0.5 s, well inside idle_after / 2.
-    schedule = {"interval": 0.5, "jitter": 0.1, "idle_after": 2.0}
-    async with running(
-        make_config(es.url, LISTENER, jobs={"ids": ["job-a", "job-b"]}, schedule=schedule)
-    ) as (hb, _):
+    async with one_job_at_risk(es) as hb:
         body = await wait_for_json(hb, "/readyz", 503, reason="jobs_at_risk")
         assert body["jobs_at_risk"] == 1
         assert body["elasticsearch"] == "ok"

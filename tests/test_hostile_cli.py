@@ -25,25 +25,7 @@ from anyio.abc import SocketStream
 
 from tests.conftest import ES
 from tests.helpers_daemon import DAEMON, run_daemon
-from tests.support import toml, write_config
-
-HEARTBEAT = (sys.executable, "-m", "heartbeat")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
-    environment.update(extra)
-    return environment
-
-
-async def heartbeat(
-    *args: str, env: dict[str, str] | None = None, within: float = 30
-) -> tuple[int, str, str]:
-    with anyio.fail_after(within):
-        result = await anyio.run_process(
-            [*HEARTBEAT, *args], check=False, env=env or clean_env(), stdin=subprocess.DEVNULL
-        )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
+from tests.support import HEARTBEAT, clean_env, heartbeat_cli, toml, write_config
 
 
 def assert_one_line(err: str, *needles: str) -> None:
@@ -81,7 +63,7 @@ USAGE = [
 
 @pytest.mark.parametrize(("args", "needle"), USAGE, ids=[" ".join(a) or "-" for a, _ in USAGE])
 async def test_usage_errors_exit_2_with_one_line(args: Sequence[str], needle: str) -> None:
-    code, out, err = await heartbeat(*args)
+    code, out, err = await heartbeat_cli(*args, within=30)
     assert (code, out) == (2, "")
     assert_one_line(err, needle, "--help")
 
@@ -97,7 +79,7 @@ async def test_help_of_every_verb_exits_0_and_names_its_flags() -> None:
         "jobs add": ["--config", "ID"],
     }
     for verb, names in flags.items():
-        code, out, err = await heartbeat(*verb.split(), "--help")
+        code, out, err = await heartbeat_cli(*verb.split(), "--help", within=30)
         assert (code, err) == (0, "")
         for name in names:
             assert name in out, (verb, name)
@@ -118,7 +100,7 @@ async def test_config_file_problems_exit_78_for_every_verb_that_reads_one(
         (("jobs", "list", "--config", str(tmp_path / "missing.toml")), "missing.toml"),
     ]
     for args, needle in cases:
-        code, out, err = await heartbeat(*args)
+        code, out, err = await heartbeat_cli(*args, within=30)
         expected = 2 if args[0] == "jobs" else 78  # jobs: documented 0 / 1 / 2
         assert (code, out) == (expected, ""), args
         assert_one_line(err, needle)
@@ -174,7 +156,7 @@ async def test_emulator_start_up_problems_are_one_line_and_78(tmp_path: Path) ->
         cases.append((("--port", "0", "--data", str(path)), needle))
     try:
         for args, needle in cases:
-            code, out, err = await heartbeat("emulator", *args)
+            code, out, err = await heartbeat_cli("emulator", *args, within=30)
             assert (code, out) == (78, ""), (args, err)
             assert_one_line(err, "heartbeat emulator: ", needle)
     finally:
@@ -258,7 +240,9 @@ async def test_check_in_against_a_server_that_is_not_http_is_one_line_per_id(
 
     async with tcp_server(handle) as port:
         config = write_config(tmp_path / "hb.toml", toml(f"http://127.0.0.1:{port}", DAEMON))
-        code, out, err = await heartbeat("check-in", "--config", str(config), "a", "b\nc", "d")
+        code, out, err = await heartbeat_cli(
+            "check-in", "--config", str(config), "a", "b\nc", "d", within=30
+        )
     assert code == 2
     lines = out.splitlines()
     assert len(lines) == 3, out
@@ -291,11 +275,13 @@ async def test_jobs_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
             (("list", "--socket", ""), "--socket: the path is empty"),
         ]
         for args, needle in cases:
-            code, out, err = await heartbeat("jobs", *args)
+            code, out, err = await heartbeat_cli("jobs", *args, within=30)
             assert (code, out) == (2, ""), (args, err)
             assert_one_line(err, "heartbeat jobs: ", needle)
     # A password in --url is refused, and never echoed.
-    code, _, err = await heartbeat("jobs", "list", "--url", "http://u:s3cr3t-pw@127.0.0.1:1")
+    code, _, err = await heartbeat_cli(
+        "jobs", "list", "--url", "http://u:s3cr3t-pw@127.0.0.1:1", within=30
+    )
     assert code == 2
     assert_one_line(err, "--url must not hold credentials")
     assert "s3cr3t-pw" not in err
@@ -305,7 +291,9 @@ async def test_emulator_refuses_an_empty_api_key_file(tmp_path: Path) -> None:
     # Not "no credentials": an emulator told to check a key must not accept everyone.
     empty = tmp_path / "key"
     empty.write_text("\n")
-    code, out, err = await heartbeat("emulator", "--port", "0", "--api-key-file", str(empty))
+    code, out, err = await heartbeat_cli(
+        "emulator", "--port", "0", "--api-key-file", str(empty), within=30
+    )
     assert (code, out) == (2, "")
     assert_one_line(err, f"--api-key-file: {empty} is empty")
 
@@ -448,7 +436,7 @@ async def test_daemon_started_lists_the_file_source_only_when_configured(
 
 
 async def test_demo_of_no_time_summarises_what_its_log_says(tmp_path: Path) -> None:
-    code, out, err = await heartbeat("demo", "--duration", "0", within=60)
+    code, out, err = await heartbeat_cli("demo", "--duration", "0", within=60)
     assert (code, err) == (0, "")
     dropped = {
         line.split("job_id=")[1].split()[0] for line in out.splitlines() if "job_dropped" in line

@@ -20,6 +20,7 @@ from tests.conftest import ES
 from tests.helpers_http import (
     LISTENER,
     get,
+    one_job_at_risk,
     parse,
     sample,
     scrape,
@@ -164,15 +165,7 @@ async def test_elasticsearch_up_is_absent_before_the_first_contact() -> None:
 
 
 async def test_a_job_without_success_for_half_idle_after_is_at_risk(es: ES) -> None:
-    es.emu.create_job(job_id="job-a")
-    es.emu.create_job(job_id="job-b")
-    # 409 concerns one document: the cluster stays "up", only job-b falls behind.
-    es.emu.always(Fault(status=409), job_id="job-b")
-    # A healthy job is checked in every 0.5 s, well inside idle_after / 2.
-    schedule = {"interval": 0.5, "jitter": 0.1, "idle_after": 2.0}
-    async with running(
-        make_config(es.url, LISTENER, jobs={"ids": ["job-a", "job-b"]}, schedule=schedule)
-    ) as (hb, _):
+    async with one_job_at_risk(es) as hb:
         found = await scrape(hb)
         assert sample(found, "heartbeat_jobs_at_risk") == 0
         found = await wait_for_sample(hb, "heartbeat_jobs_at_risk", lambda v: v == 1)

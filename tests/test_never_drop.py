@@ -8,9 +8,7 @@ assertions are the check-ins (and ``GET /`` reads) that reach each of them.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from heartbeat.state import FILENAME, OUTCOMES_FILENAME
 from tests.faultproxy import fault_proxy
 from tests.helpers_control import api_client, short_dir
 from tests.helpers_daemon import run_daemon
-from tests.support import Sections, make_config, running, toml, write_config
+from tests.support import Sections, heartbeat_cli, make_config, running, toml, write_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -271,31 +269,22 @@ async def test_tombstones_and_restore_through_the_api_and_the_cli() -> None:
                 assert entry["server_reason"] == "connector sync job [a/b gone] not found"
                 assert entry["sources"] == ["control"]
                 assert entry["dropped_at"].endswith("Z")
-                cli = await jobs_cli(socket, "dropped", "--json")
+                jobs = ("jobs", "--socket", str(socket))
+                cli = await heartbeat_cli(*jobs, "dropped", "--json")
                 assert cli[0] == 0 and json.loads(cli[1]) == dropped.json
-                text = await jobs_cli(socket, "dropped")
+                text = await heartbeat_cli(*jobs, "dropped")
                 assert text[0] == 0 and "a/b gone" in text[1] and "not_found" in text[1]
                 missing = await call("POST", "/dropped/keep/restore")
                 assert missing.status == 404
-                assert (await jobs_cli(socket, "restore", "never-dropped"))[0] == 1
+                assert (await heartbeat_cli(*jobs, "restore", "never-dropped"))[0] == 1
                 emu.create_job(job_id="a/b gone")  # it exists again (or never left)
-                restored = await jobs_cli(socket, "restore", "a/b gone")
+                restored = await heartbeat_cli(*jobs, "restore", "a/b gone")
                 assert restored[0] == 0 and "restored" in restored[1]
                 assert hb.scheduler.job("a/b gone") is not None
                 assert (await call("GET", "/dropped")).json == {"dropped": []}
                 view = hb.scheduler.job("a/b gone")
                 assert view is not None and view.sources == ("control",)
     assert [r.status for r in emu.checkins("a/b gone")][-1] == 200  # checked in again
-
-
-async def jobs_cli(socket: Path, *args: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
-    result = await anyio.run_process(
-        [sys.executable, "-m", "heartbeat", "jobs", "--socket", str(socket), *args],
-        check=False,
-        env=env,
-    )
-    return result.returncode, result.stdout.decode()
 
 
 async def test_last_success_comes_back_after_kill_9(tmp_path: Path) -> None:
