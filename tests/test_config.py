@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from heartbeat import config as configuration
 from heartbeat.errors import ConfigError
-from tests.support import write_config
+from tests.support import heartbeat_cli, write_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "heartbeat.toml"
 
@@ -171,41 +169,30 @@ def test_hosts_and_cloud_id_are_exclusive(tmp_path: Path) -> None:
     assert "either hosts or cloud_id" in message
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "heartbeat", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-
-
-def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Path) -> None:
+async def test_validate_prints_the_effective_config_with_secrets_redacted(tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "heartbeat.toml", "[elasticsearch]\napi_key = 'very-secret-key'\n"
     )
-    result = run_cli("validate", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    assert "very-secret-key" not in result.stdout + result.stderr
-    body = json.loads(result.stdout)
+    code, out, err = await heartbeat_cli("validate", "--config", str(path))
+    assert code == 0, err
+    assert "very-secret-key" not in out + err
+    body = json.loads(out)
     assert body["elasticsearch"]["api_key"] == "***"
     assert body["schedule"]["interval"] == 60
 
 
-def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
+async def test_config_error_exits_78_with_one_line(tmp_path: Path) -> None:
     path = write_config(tmp_path / "heartbeat.toml", "[schedule]\ninterval = 400\n")
-    result = run_cli("run", "--config", str(path))
-    assert result.returncode == 78
-    lines = result.stderr.strip().splitlines()
+    code, _, err = await heartbeat_cli("run", "--config", str(path))
+    assert code == 78
+    lines = err.strip().splitlines()
     assert lines == [
         f"heartbeat: configuration error: {path}: schedule.interval: 400 must be less than "
         "schedule.idle_after (300)"
     ]
 
 
-def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
+async def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
     tmp_path: Path,
 ) -> None:
     # Legal but risky: a tight schedule, TLS verification off, a secret others can read.
@@ -215,27 +202,27 @@ def test_validate_prints_only_json_on_stdout_and_the_run_warnings_on_stderr(
         "[schedule]\ninterval = 200\njitter = 0\n",
     )
     path.chmod(0o644)
-    result = run_cli("validate", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["schedule"]["interval"] == 200  # jq-able as is
-    lines = result.stderr.splitlines()
+    code, out, err = await heartbeat_cli("validate", "--config", str(path))
+    assert code == 0, err
+    assert json.loads(out)["schedule"]["interval"] == 200  # jq-able as is
+    lines = err.splitlines()
     assert [line.split(": ", 3)[1:3] for line in lines[:3]] == [
         ["warning", "config_file_exposed"],
         ["warning", "schedule_tight"],
         ["warning", "tls_verification_off"],
     ]
     assert lines[3:] == [f"heartbeat: {path}: valid"]
-    assert "very-secret-key" not in result.stdout + result.stderr
+    assert "very-secret-key" not in out + err
 
 
-def test_validate_shows_the_hosts_a_cloud_id_stands_for(tmp_path: Path) -> None:
+async def test_validate_shows_the_hosts_a_cloud_id_stands_for(tmp_path: Path) -> None:
     encoded = base64.b64encode(b"eu-west-1.aws.found.io:9243$es-uuid$kb-uuid").decode()
     path = write_config(
         tmp_path / "heartbeat.toml", f"[elasticsearch]\ncloud_id = 'prod:{encoded}'\n"
     )
-    result = run_cli("validate", "--config", str(path))
-    assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
+    code, out, err = await heartbeat_cli("validate", "--config", str(path))
+    assert code == 0, err
+    body = json.loads(out)
     assert body["elasticsearch"]["hosts"] == ["https://es-uuid.eu-west-1.aws.found.io:9243"]
 
 

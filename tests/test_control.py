@@ -7,10 +7,10 @@ import json
 import os
 import socket
 import stat
-import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -27,7 +27,7 @@ from heartbeat.control import ControlSource
 from heartbeat.errors import ConfigError
 from tests.conftest import ES
 from tests.helpers_control import QUIET, api_client, short_dir
-from tests.support import make_config, running
+from tests.support import heartbeat_cli, make_config, running
 
 TOKEN = "control-token-0123456789abcdef"
 JOB_FIELDS = {
@@ -586,21 +586,6 @@ async def test_cli_in_process(es: ES, sockdir: Path, capsys: pytest.CaptureFixtu
             assert removed["removed"][0]["id"] == "c 2"
 
 
-def heartbeat_jobs(
-    *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "heartbeat", "jobs", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_cli_cannot_connect_names_the_socket(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -613,8 +598,10 @@ def test_cli_cannot_connect_names_the_socket(
     config = tmp_path / "hb.toml"
     config.write_text(f"[control]\nsocket = '{missing}'\n[elasticsearch]\napi_key_file = '/x'\n")
     # Only [control] is read: an unreadable api_key_file does not matter here.
-    via_config = heartbeat_jobs("show", "x", "--config", str(config))
-    assert (via_config.returncode, str(missing) in via_config.stderr) == (2, True)
+    # main() runs an event loop of its own: this test is sync, the subprocess's loop too.
+    jobs = partial(heartbeat_cli, "jobs", "show", "x", "--config", str(config), within=30)
+    code, _, err = anyio.run(jobs)
+    assert (code, str(missing) in err) == (2, True)
     monkeypatch.setenv("HEARTBEAT_CONFIG", str(tmp_path / "nope.toml"))
     assert main(["jobs", "list"]) == 2
     assert "nope.toml: no such file" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from heartbeat.config import inputs
 from heartbeat.emulator import Emulator, serve
 from tests.conftest import ES
 from tests.helpers_daemon import run_daemon
-from tests.support import DELETE, Raw, toml, until, write_config
+from tests.support import DELETE, Raw, heartbeat_cli, toml, until, write_config
 
 ROOT = Path(__file__).parent.parent
 #: Marks a secret's value: it must never appear in any output.
@@ -662,23 +663,11 @@ def test_the_driver_sees_what_an_operator_sees(files: Files, tmp_path: Path) -> 
     sections = {"elasticsearch": {"ca_certs": files["not-pem.pem"]}}
     path = write_case(tmp_path, 0, toml(NOWHERE, JSON_LOGS, sections))
     (driven,) = drive([{"commands": commands(path), "env": {}}], tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTBEAT_")}
     for argv, seen in zip(commands(path), driven, strict=True):
-        real = subprocess.run(
-            [sys.executable, "-m", "heartbeat", *argv],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        assert (real.returncode, real.stdout, real.stderr) == (
-            seen["code"],
-            seen["stdout"],
-            seen["stderr"],
-        )
-        assert real.returncode == 78
-        assert "elasticsearch.ca_certs" in real.stderr
+        code, out, err = anyio.run(partial(heartbeat_cli, *argv))
+        assert (code, out, err) == (seen["code"], seen["stdout"], seen["stderr"])
+        assert code == 78
+        assert "elasticsearch.ca_certs" in err
 
 
 async def test_what_validate_accepts_run_starts_with(files: Files, es: ES, tmp_path: Path) -> None:
