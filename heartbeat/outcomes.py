@@ -69,7 +69,11 @@ class Retryable:
 
 Outcome = Success | NotFound | Rejected | Unauthorized | Misrouted | Retryable
 
-DROPPING = (NotFound, Rejected)
+#: What the credentials need for a check-in: ``elasticsearch_unauthorized`` names it
+#: when an ``Unauthorized`` comes back.
+NEEDED_PRIVILEGES = (
+    "cluster privilege manage_connector, and write on index .elastic-connectors-sync-jobs*"
+)
 
 
 def outcome_key(outcome: Outcome) -> str:

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from heartbeat.config import QueueSettings
 from heartbeat.emulator import Emulator, serve
-from heartbeat.sources.queue import EntryError, in_shard, parse_entry, sort_batch
+from heartbeat.sources.queue import EntryError, in_shard, parse_entry, partition_batch
 from heartbeat.state import FILENAME
 from tests.conftest import ES
 from tests.helpers_daemon import DAEMON, run_daemon
@@ -66,7 +66,7 @@ def test_entries_parse_verbatim_and_shards_are_crc32_of_utf8() -> None:
         assert [in_shard(job_id, (index, 3)) for index in range(3)] == [
             index == k for index in range(3)
         ]
-    batch = sort_batch(
+    batch = partition_batch(
         [("1-0", {b"op": b"watch", b"id": b"a"}), ("1-1", {b"op": b"nope", b"id": b"a"})],
         shard=None,
     )

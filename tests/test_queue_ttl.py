@@ -8,7 +8,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from heartbeat.sources.queue import EntryError, parse_ttl, sort_batch
+from heartbeat.sources.queue import EntryError, parse_ttl, partition_batch
 from tests.conftest import ES
 from tests.helpers_redis import QUEUE, RedisServer, producer, settled, unique
 from tests.support import make_config, running, until
@@ -20,7 +20,7 @@ def test_ttl_field_parses_and_a_bad_one_is_a_malformed_entry() -> None:
     for bad in (b"0.5", b"soon", b"\xff", b"-3"):
         with pytest.raises(EntryError, match="ttl must be"):
             parse_ttl({b"ttl": bad})
-    batch = sort_batch(
+    batch = partition_batch(
         [
             ("1-0", {b"op": b"watch", b"id": b"a", b"ttl": b"5"}),
             ("1-1", {b"op": b"watch", b"id": b"b", b"ttl": b"0"}),

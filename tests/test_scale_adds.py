@@ -159,9 +159,9 @@ def test_equal_due_times_and_left_over_entries_take_each_job_once() -> None:
     due = clock.monotonic()
     jobs = {job.id: job for job in a.watchlist.records()}
     for job in jobs.values():
-        a._push(job, due)  # all three due at the same instant
-    a._push(jobs["b"], due)  # b twice at that time
-    a._push(jobs["c"], due + 50.0)  # c moved later: its entry at `due` is left over
+        a.deadlines.push(job, due)  # all three due at the same instant
+    a.deadlines.push(jobs["b"], due)  # b twice at that time
+    a.deadlines.push(jobs["c"], due + 50.0)  # c moved later: its entry at `due` is left over
     taken = []
     while (job := a._take_due(due)) is not None:
         taken.append(job.id)

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from heartbeat.clock import ManualClock
 from heartbeat.config import BackoffSettings, Config, ElasticsearchSettings, ScheduleSettings
 from heartbeat.daemon import Heartbeat
+from heartbeat.outage import RECOVERY_SPREAD
 from heartbeat.outcomes import (
     Misrouted,
     NotFound,
@@ -23,7 +24,7 @@ from heartbeat.outcomes import (
     Retryable,
     Unauthorized,
 )
-from heartbeat.scheduler import RECOVERY_SPREAD, Scheduler
+from heartbeat.scheduler import Scheduler
 from tests.helpers_scheduler import OK, T0, Script, make, run_until, scheduling
 
 UNAVAILABLE = Retryable("http", "unavailable", status=503)

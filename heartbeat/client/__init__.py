@@ -40,7 +40,6 @@ from heartbeat.outcomes import NotFound, Outcome, Retryable, Success
 
 __all__ = [
     "ACCEPT",
-    "NEEDED_PRIVILEGES",
     "USER_AGENT",
     "Client",
     "checkin_path",
@@ -55,10 +54,6 @@ DOCUMENT_MAX_BODY = 16 * 1024 * 1024
 #: A job list whose size changes between two pages is read again, this many times at most.
 LIST_ATTEMPTS = 3
 log = structlog.get_logger("heartbeat")
-
-NEEDED_PRIVILEGES = (
-    "cluster privilege manage_connector, and write on index .elastic-connectors-sync-jobs*"
-)
 
 
 class Client:

@@ -139,9 +139,11 @@ class Batch:
     skipped: int = 0
 
 
-def sort_batch(
+def partition_batch(
     entries: Iterable[tuple[str, Mapping[bytes, bytes]]], shard: tuple[int, int] | None
 ) -> Batch:
+    """Split a read of entries into this shard's operations (with their TTLs), the
+    invalid entries and the count of other shards' ones; every entry is to be acked."""
     batch = Batch()
     for entry_id, fields in entries:
         batch.ack.append(entry_id)
@@ -291,7 +293,7 @@ class QueueSource:
             if not entries:
                 last_id = ">"
                 continue
-            await self._handle(feed, client, settings, sort_batch(entries, shard))
+            await self._handle(feed, client, settings, partition_batch(entries, shard))
             if last_id != ">":
                 last_id = entries[-1][0]
 
