@@ -1,13 +1,16 @@
 """What each command loads: ``--version`` and ``--help`` none of the heavy libraries, a
 daemon only what its configuration needs (no redis without a queue, no
-prometheus_client without a metrics listener, never the emulator).
+prometheus_client without a metrics listener, never the emulator), ``check-in`` neither
+the daemon nor anyio, and no command a TLS context it does not need.
 
 Measured on real subprocesses with ``python -X importtime``, which reports every module
-as it is imported; the time figures themselves are for ``bench/startup.py``, not here.
+as it is imported (but not one loaded with ``importlib.import_module``), or with
+``sys.modules`` as the command exits; the time figures are for ``bench/startup.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +19,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+import trustme
 
 import heartbeat
+from heartbeat import config as configuration
+from heartbeat.config import checks
+from heartbeat.errors import ConfigError
 from tests.conftest import ES
 from tests.helpers_daemon import DAEMON
 from tests.support import toml, write_config
@@ -115,3 +122,49 @@ async def test_a_sidecar_without_queue_or_metrics_loads_neither(es: ES, tmp_path
     )
     with_metrics.write_text(with_metrics.read_text() + "[metrics]\nlisten = '127.0.0.1:0'\n")
     assert "prometheus_client" in roots(await daemon_imports(with_metrics))
+
+
+#: Runs the ``heartbeat`` command given as arguments, then prints ``sys.modules`` on
+#: stderr as it exits: ``-X importtime`` does not see ``importlib.import_module``, which
+#: anyio uses to load its event loop.
+MODULES_AT_EXIT = (
+    "import atexit, json, sys\n"
+    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+    "sys.argv[0] = 'heartbeat'\n"
+    "from heartbeat.__main__ import entry\n"
+    "entry()\n"
+)
+
+
+async def test_check_in_loads_neither_the_daemon_nor_anyio(es: ES) -> None:
+    es.emu.create_job(job_id="job-a")
+    environment = {**clean_env(), "HEARTBEAT_ELASTICSEARCH__HOSTS": f'["{es.url}"]'}
+    result = await anyio.run_process(
+        [sys.executable, "-c", MODULES_AT_EXIT, "check-in", "--config", os.devnull, "job-a"],
+        env=environment,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, b"ok         'job-a'\n")
+    modules = set(json.loads(result.stderr.decode().splitlines()[-1]))
+    assert {"heartbeat.cli.checkin", "aiohttp", "pydantic"} <= modules  # read correctly
+    assert not {"heartbeat.scheduler", "heartbeat.daemon", "heartbeat.runtime"} & modules
+    assert roots(modules).isdisjoint({"anyio", "redis", "prometheus_client"})
+
+
+def test_a_tls_context_is_built_at_load_only_to_check_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    real = checks.build_context
+    monkeypatch.setattr(checks, "build_context", lambda es: built.append(es) or real(es))
+    for hosts in ("http://127.0.0.1:9200", "https://127.0.0.1:9200"):
+        configuration.load(write_config(tmp_path / "plain.toml", toml(hosts)))
+    assert built == []  # the client builds its own, for https:// hosts
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    text = toml("https://127.0.0.1:9200", elasticsearch={"ca_certs": str(ca)})
+    configuration.load(write_config(tmp_path / "ca.toml", text))
+    assert len(built) == 1
+    ca.write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"elasticsearch\.ca_certs"):
+        configuration.load(write_config(tmp_path / "ca.toml", text))

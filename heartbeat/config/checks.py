@@ -6,8 +6,8 @@ Owns the rules no single section can enforce alone: ``schedule.interval`` (with 
 the two intervals, of
 ``schedule.status_check_interval`` and of ``schedule.ramp_rate``, ``backoff.max`` not below
 ``backoff.initial``, a decodable ``elasticsearch.cloud_id``, certificate files that
-exist and parse (the TLS context is built here, as the client will build it),
-loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``, and a
+exist and parse (the TLS context is built here when one is named, as the client will
+build it), loopback-only ``metrics.listen`` and ``control.listen`` unless ``allow_remote``, and a
 usable control token. A section's rules apply only while it is on (``[discovery]`` with
 ``connector_ids``; ``[queue]``'s password file is read only with ``url``). They run on a built
 :class:`~heartbeat.config.Config` and raise ConfigError naming the key.
@@ -27,6 +27,8 @@ from heartbeat.config.tls import build_context
 from heartbeat.errors import ConfigError
 
 MIN_TOKEN_LENGTH = 16
+#: The ``[elasticsearch]`` keys that name a file the TLS context reads.
+TLS_FILES = ("ca_certs", "client_cert", "client_key")
 
 
 def usable_token(token: str) -> bool:
@@ -177,16 +179,20 @@ def _elasticsearch_problems(config: Config) -> Problems:
                 "sent); use ca_certs to trust the server instead"
             ),
         )
-    for key in ("ca_certs", "client_cert", "client_key"):
+    tls_files = [key for key in TLS_FILES if getattr(es, key) is not None]
+    for key in tls_files:
         path = getattr(es, key)
-        if path is not None and not Path(path).exists():
+        if not Path(path).exists():
             yield f"elasticsearch.{key}", f"{path} does not exist"
-    try:
-        # Every file TLS names is read and parsed now, as the client will: a file that
-        # passes validate is one the daemon can use.
-        build_context(es)
-    except ConfigError as exc:
-        yield exc.key, exc.message
+    if tls_files:
+        try:
+            # Every file TLS names is read and parsed now, as the client will: a file that
+            # passes validate is one the daemon can use. Without one a context cannot
+            # fail, and is not built twice: loading the system's CA bundle costs tens of ms
+            # and ~1 MB (the client builds its own, for https:// hosts only).
+            build_context(es)
+        except ConfigError as exc:
+            yield exc.key, exc.message
 
 
 def _control_problems(config: Config) -> Problems:
