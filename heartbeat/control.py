@@ -97,7 +97,7 @@ class ControlFeed(Feed, Protocol):
     """A :class:`Feed` plus what the endpoints read and undo: the jobs, their leases'
     expiry, the tombstones of dropped jobs, and the status snapshot."""
 
-    async def claim_many_async(
+    async def claim_valid_async(
         self, job_ids: Sequence[str], source: str, *, ttl: float | None = None
     ) -> int: ...
 
@@ -189,7 +189,7 @@ class ControlAPI:
             return json_response(200, self._json(view))
         if method == "PUT":
             seconds = ttl_of(ttl, self.default_ttl)
-            new = feed.claim_many([job_id], NAME, ttl=seconds) == 1
+            new = feed.claim_valid([job_id], NAME, ttl=seconds) == 1
             view = feed.job(job_id)
             assert view is not None
             await self._persisted()
@@ -214,7 +214,7 @@ class ControlAPI:
         feed = self.feed
         seconds = ttl_of(ttl, self.default_ttl)
         known = {job_id for job_id in ids if feed.is_watched(job_id)}
-        await feed.claim_many_async(ids, NAME, ttl=seconds)
+        await feed.claim_valid_async(ids, NAME, ttl=seconds)
         await self._persisted()
         return json_response(
             200,

@@ -287,7 +287,7 @@ class Heartbeat:
         """Watch several ids (all validated first: for an embedder, this is where they
         enter); returns how many were new."""
         ttl = _lease(ttl)  # before the ids, as always
-        return self.claim_many(validate_many(job_ids), source, ttl=ttl)
+        return self.claim_valid(validate_many(job_ids), source, ttl=ttl)
 
     async def watch_many_async(
         self, job_ids: Iterable[str], source: str = "api", *, ttl: float | None = None
@@ -296,22 +296,22 @@ class Heartbeat:
         chunks, yielding to the event loop between them (WatchList.watch_many_async)."""
         ttl = _lease(ttl)
         ids = await validate_many_async(job_ids, ADD_CHUNK)
-        return await self.claim_many_async(ids, source, ttl=ttl)
+        return await self.claim_valid_async(ids, source, ttl=ttl)
 
     # What a source is handed (heartbeat.sources.base.Feed and the wider feeds): ids
     # validated where they entered (the source's own check), claimed as they are.
 
-    def claim_many(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
+    def claim_valid(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
         """Claim ``job_ids`` (valid ids) for ``source``; how many were not watched."""
         ttl, ids = _lease(ttl), list(job_ids)
         added = self.scheduler.watch_many(ids, source)
         self._granted(ids, source, ttl)
         return added
 
-    async def claim_many_async(
+    async def claim_valid_async(
         self, job_ids: Sequence[str], source: str, *, ttl: float | None = None
     ) -> int:
-        """:meth:`claim_many` in chunks, yielding to the event loop between them."""
+        """:meth:`claim_valid` in chunks, yielding to the event loop between them."""
         ttl, ids = _lease(ttl), list(job_ids)
         added = await self.scheduler.watch_many_async(ids, source)
         self._granted(ids, source, ttl)
@@ -343,9 +343,17 @@ class Heartbeat:
         return self.scheduler.watchlist.claimed(source)
 
     def replace_claims(
+        self, source: str, wanted: Iterable[str], *, reason: str = "source"
+    ) -> tuple[int, int]:
+        """Make ``source``'s claims exactly ``wanted`` (all validated first: for an
+        embedder, this is where they enter; raises InvalidJobId and changes nothing);
+        returns (claims added, withdrawn)."""
+        return self.replace_valid_claims(source, validate_many(wanted), reason=reason)
+
+    def replace_valid_claims(
         self, source: str, wanted: Sequence[str], *, reason: str = "source"
     ) -> tuple[int, int]:
-        """Make ``source``'s claims exactly ``wanted``; returns (claims added, withdrawn)."""
+        """:meth:`replace_claims` of ids already valid (a source's own check)."""
         return self.scheduler.watchlist.replace_claims(source, wanted, reason=reason)
 
     def watching(self) -> int:

@@ -52,10 +52,10 @@ async def serve(config: Config, *, path: Path | None, extra_ids: Sequence[str] =
         async with Heartbeat(config) as hb:
             feed: Feed = hb
             if extra_ids:
-                feed.claim_many(extra_ids, CLI)
+                feed.claim_valid(extra_ids, CLI)
             # Like the config file, the command line is the truth for its own ids: a
             # --job id restored from the state file but not given this time is released.
-            feed.replace_claims(CLI, extra_ids)
+            feed.replace_valid_claims(CLI, extra_ids)
             sources = build_sources(config)
             for source in sources:
                 await hb.start(source.run, feed, name=f"source {source.name}")

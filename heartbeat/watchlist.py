@@ -73,6 +73,12 @@ class Job:
     #: When its first genuine 404 came (heartbeat.drops), or None.
     pending_drop: float | None = None
 
+    def __lt__(self, other: Job) -> bool:
+        # Heap entries are (due, id, job): a job removed and watched again can leave a
+        # stale entry with its own id and, by chance, the same due time. Two such
+        # entries are equal in order; the stale one is skipped when it surfaces.
+        return False
+
 
 @dataclass(frozen=True, slots=True)
 class JobView:

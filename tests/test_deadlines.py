@@ -40,6 +40,19 @@ def test_a_moved_removed_or_held_job_is_skipped_when_it_surfaces() -> None:
     assert heap.first() is None and len(heap) == 0
 
 
+def test_a_job_watched_again_at_the_due_time_of_its_stale_entry_is_taken() -> None:
+    # Removed, then watched again as a new Job, due at the very time its old entry has:
+    # the two entries tie on (due, id), and the heap must not fail comparing the jobs.
+    heap = Deadlines(Wakes())
+    old, new = job("x"), job("x")
+    heap.push(old, 5.0)
+    old.removed = True
+    heap.push(new, 5.0)
+    heap.push(job("y"), 5.0)
+    assert {heap.take(5.0).id, heap.take(5.0).id} == {"x", "y"}  # type: ignore[union-attr]
+    assert heap.take(math.inf) is None
+
+
 def test_a_push_before_the_loops_wake_up_wakes_it() -> None:
     wakes = Wakes()
     heap = Deadlines(wakes)

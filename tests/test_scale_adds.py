@@ -104,6 +104,19 @@ async def test_an_invalid_id_in_the_last_chunk_changes_nothing() -> None:
     assert len(hb.scheduler) == 0
 
 
+def test_an_embedders_replace_claims_validates_and_changes_nothing_on_a_bad_id() -> None:
+    # hb.replace_claims is library API (docs/embedding.md): ids enter there, as with
+    # watch_many; a source's own, already checked ids go through replace_valid_claims.
+    hb = Heartbeat(make_config("http://127.0.0.1:9"))
+    assert hb.replace_claims("mine", ["a", "b"]) == (2, 0)
+    for bad in ("bad\x00id", "x" * 600, ""):
+        with pytest.raises(InvalidJobId):
+            hb.replace_claims("mine", ["c", bad])
+    assert hb.claimed("mine") == {"a", "b"}
+    assert hb.replace_claims("mine", ["b", "c"]) == (1, 1)
+    assert hb.claimed("mine") == {"b", "c"}
+
+
 async def test_ids_from_the_config_and_the_state_file_are_added_in_chunks(
     es: ES, tmp_path: Path
 ) -> None:

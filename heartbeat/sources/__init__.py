@@ -1,9 +1,10 @@
 """Where job ids come from, besides ``[jobs] ids`` and the library API.
 
 Each source feeds the same watch list through a :class:`~heartbeat.sources.base.Feed`
-(``feed.claim_many(ids, NAME)``, ``feed.release(id, source=NAME, reason=...)``,
-``feed.replace_claims(NAME, ids)``), through the same id validation, and never touches
-the scheduler's timing. A source is a :class:`~heartbeat.sources.base.Source`::
+(``feed.claim_valid(ids, NAME)``, ``feed.release(id, source=NAME, reason=...)``,
+``feed.replace_valid_claims(NAME, ids)``), each id checked once by the source as it
+arrives (heartbeat.jobid), and never touches the scheduler's timing. A source is a
+:class:`~heartbeat.sources.base.Source`::
 
     name: str
     async def run(self, feed: Feed, *, task_status: TaskStatus[None]) -> None

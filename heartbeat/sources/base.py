@@ -32,7 +32,7 @@ class Feed(Protocol):
     def clock(self) -> Clock:
         """The scheduler's clock (injected in tests)."""
 
-    def claim_many(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
+    def claim_valid(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
         """Claim ``job_ids`` for ``source`` (a ``ttl`` makes the claims end unless
         renewed); how many were not watched before. The ids are valid: the source
         checked each one as it arrived (heartbeat.jobid), and the feed trusts them."""
@@ -44,7 +44,7 @@ class Feed(Protocol):
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims now."""
 
-    def replace_claims(
+    def replace_valid_claims(
         self, source: str, wanted: Sequence[str], *, reason: str = "source"
     ) -> tuple[int, int]:
         """Make ``source``'s claims exactly ``wanted``; ``(claims added, withdrawn)``, a

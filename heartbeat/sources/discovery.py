@@ -103,7 +103,7 @@ class DiscoverySource:
             log.info("discovery_recovered", failures=self._failures)
             self._failures = 0
         # Claimed after restarts too, through the state file.
-        feed.replace_claims(NAME, sorted(found), reason="discovery")
+        feed.replace_valid_claims(NAME, sorted(found), reason="discovery")
 
     async def list_ours(
         self,

@@ -180,7 +180,7 @@ class FileSource:
             path = self.path
             if path is None:
                 if force:
-                    feed.replace_claims(NAME, [])
+                    feed.replace_valid_claims(NAME, [])
                 return
             try:
                 contents = await self._read(path, force=force)
@@ -237,7 +237,7 @@ class FileSource:
             )
         # The claims are read from the watch list, not from this object's memory, so
         # ids restored from the state file are reconciled too.
-        added, removed = feed.replace_claims(NAME, parsed.ids)
+        added, removed = feed.replace_valid_claims(NAME, parsed.ids)
         log.info(
             "watch_file_loaded",
             path=str(path),

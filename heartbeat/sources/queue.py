@@ -177,17 +177,17 @@ def apply(
             given = ttls[index] if ttls is not None else None
             ttl = given if given is not None else (default_ttl or None)
             if run and ttl != run_ttl:
-                added += feed.claim_many(run, NAME, ttl=run_ttl)
+                added += feed.claim_valid(run, NAME, ttl=run_ttl)
                 run = []
             run.append(job_id)
             run_ttl = ttl
             continue
         if run:
-            added += feed.claim_many(run, NAME, ttl=run_ttl)
+            added += feed.claim_valid(run, NAME, ttl=run_ttl)
             run = []
         removed += feed.release(job_id, source=NAME, reason="source")
     if run:
-        added += feed.claim_many(run, NAME, ttl=run_ttl)
+        added += feed.claim_valid(run, NAME, ttl=run_ttl)
     return added, removed
 
 
