@@ -182,7 +182,7 @@ async def child(jobs: int, url: str) -> dict[str, Any]:
 async def give_outcomes(hb: Heartbeat) -> None:
     """An outcome for every job, as check-ins would leave them (not measured)."""
     now = hb.scheduler.clock.wall()
-    for n, job_id in enumerate(hb.scheduler.job_ids()):
+    for n, job_id in enumerate(hb.scheduler.watchlist.job_ids()):
         if not n % 10_000:
             await anyio.lowlevel.checkpoint()
         failing = n % 7 == 0

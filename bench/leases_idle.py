@@ -40,7 +40,7 @@ async def idle_cpu(window: float) -> float:
 async def main(jobs: int, window: float) -> None:
     scheduler = Scheduler(check_in, schedule=ScheduleSettings(), backoff_settings=BackoffSettings())
     ids = [f"job-{index}" for index in range(jobs)]
-    scheduler.watch_many(ids, "control")
+    scheduler.watchlist.watch_many(ids, "control")
     keeper = LeaseKeeper(scheduler)
     baseline = await idle_cpu(window)
     started = time.process_time()

@@ -58,7 +58,7 @@ def main() -> None:
         hb = Heartbeat(config)
         scheduler = hb.scheduler
         ids = [f"sync-job-{n:08d}-Zk3q9" for n in range(args.jobs)]
-        scheduler.watch_many(ids, "control")
+        scheduler.watchlist.watch_many(ids, "control")
         now = scheduler.clock.wall()
         for n, job_id in enumerate(ids):
             failures = n % 7 == 0
@@ -78,7 +78,7 @@ def main() -> None:
         base_path = directory / "baseline.json"
 
         def baseline() -> None:
-            write_atomically(base_path, encode(scheduler.claims()))
+            write_atomically(base_path, encode(scheduler.watchlist.claims()))
 
         def full() -> None:
             store.save_now()

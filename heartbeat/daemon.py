@@ -83,6 +83,8 @@ class Heartbeat:
             # Real time only: an injected clock moves when its owner says, to the instant.
             timer_slack=TIMER_SLACK if clock is None else 0.0,
         )
+        #: The jobs and their claims (the scheduler times them).
+        self.watchlist = self.scheduler.watchlist
         # Reads job statuses to drop finished jobs; the lambda follows a reloaded client.
         self.status_checker = StatusChecker(
             lambda job_id: self._clients.current.get_job(job_id),
@@ -105,7 +107,7 @@ class Heartbeat:
         self.scheduler.change_observers.append(self._watch_list_changed)
         self.state: StateStore | None = None
         if config.state.dir is not None:
-            watchlist = self.scheduler.watchlist
+            watchlist = self.watchlist
             # Read a chunk of ids at a time by the saver (heartbeat.chunked.Rows).
             self.state = StateStore(
                 config.state.dir,
@@ -152,7 +154,7 @@ class Heartbeat:
         if tombstone is None:
             return None
         for source in tombstone.sources or ("control",):
-            self.scheduler.watch_many([job_id], source)
+            self.watchlist.watch_many([job_id], source)
         log.info("job_restored", job_id=job_id, sources=list(tombstone.sources))
         if self.state is not None:
             self.state.changed()
@@ -178,7 +180,7 @@ class Heartbeat:
                 tombstones=self.tombstones,
             )
         # In chunks, yielding between them: a million ids never hold the loop for long.
-        await self.scheduler.watch_many_async(self.config.jobs.ids, "config")
+        await self.watchlist.watch_many_async(self.config.jobs.ids, "config")
         if self.state is not None:
             state = self.state
             self.scheduler.change_observers.append(lambda _change: state.changed())
@@ -304,7 +306,7 @@ class Heartbeat:
     def claim_valid(self, job_ids: Sequence[str], source: str, *, ttl: float | None = None) -> int:
         """Claim ``job_ids`` (valid ids) for ``source``; how many were not watched."""
         ttl, ids = _lease(ttl), list(job_ids)
-        added = self.scheduler.watch_many(ids, source)
+        added = self.watchlist.watch_many(ids, source)
         self._granted(ids, source, ttl)
         return added
 
@@ -313,7 +315,7 @@ class Heartbeat:
     ) -> int:
         """:meth:`claim_valid` in chunks, yielding to the event loop between them."""
         ttl, ids = _lease(ttl), list(job_ids)
-        added = await self.scheduler.watch_many_async(ids, source)
+        added = await self.watchlist.watch_many_async(ids, source)
         self._granted(ids, source, ttl)
         return added
 
@@ -325,10 +327,10 @@ class Heartbeat:
 
     def unwatch(self, job_id: str, *, reason: str = "unwatched") -> bool:
         """Stop watching ``job_id`` (every source's claim); False when it was not watched."""
-        return self.scheduler.unwatch(job_id, reason=reason)
+        return self.watchlist.unwatch(job_id, reason=reason)
 
     def jobs(self) -> list[JobView]:
-        return self.scheduler.jobs()
+        return self.watchlist.jobs()
 
     @property
     def clock(self) -> Clock:
@@ -336,11 +338,11 @@ class Heartbeat:
 
     def release(self, job_id: str, *, source: str, reason: str) -> bool:
         """Withdraw ``source``'s claim on ``job_id``; True when it is no longer watched."""
-        return self.scheduler.unwatch(job_id, reason=reason, source=source)
+        return self.watchlist.unwatch(job_id, reason=reason, source=source)
 
     def claimed(self, source: str) -> set[str]:
         """The ids ``source`` claims (restored from the state file too)."""
-        return self.scheduler.watchlist.claimed(source)
+        return self.watchlist.claimed(source)
 
     def replace_claims(
         self, source: str, wanted: Iterable[str], *, reason: str = "source"
@@ -354,7 +356,7 @@ class Heartbeat:
         self, source: str, wanted: Sequence[str], *, reason: str = "source"
     ) -> tuple[int, int]:
         """:meth:`replace_claims` of ids already valid (a source's own check)."""
-        return self.scheduler.watchlist.replace_claims(source, wanted, reason=reason)
+        return self.watchlist.replace_claims(source, wanted, reason=reason)
 
     def watching(self) -> int:
         """How many jobs are watched."""
@@ -364,7 +366,7 @@ class Heartbeat:
         return job_id in self.scheduler
 
     def job(self, job_id: str) -> JobView | None:
-        return self.scheduler.job(job_id)
+        return self.watchlist.job(job_id)
 
     def expires_at(self, view: JobView) -> float | None:
         """When the job's claims end unless renewed; None when any is permanent."""
@@ -372,7 +374,7 @@ class Heartbeat:
 
     def claim_counts(self) -> dict[str, int]:
         """How many ids each source claims."""
-        return self.scheduler.watchlist.claim_counts()
+        return self.watchlist.claim_counts()
 
     async def prepare_client(self, new: Config) -> Client | None:
         """The client ``new`` needs, opened (its TLS context built), or None when the
@@ -408,8 +410,8 @@ class Heartbeat:
         old_ids, new_ids = set(old.jobs.ids), set(new.jobs.ids)
         for job_id in old.jobs.ids:
             if job_id not in new_ids:
-                self.scheduler.unwatch(job_id, reason="config", source="config")
-        self.scheduler.watch_many([i for i in new.jobs.ids if i not in old_ids], "config")
+                self.watchlist.unwatch(job_id, reason="config", source="config")
+        self.watchlist.watch_many([i for i in new.jobs.ids if i not in old_ids], "config")
         self.config = new
         return changed
 

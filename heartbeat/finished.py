@@ -76,6 +76,7 @@ class StatusChecker:
     ) -> None:
         self._get_job = get_job
         self._scheduler = scheduler
+        self._watchlist = scheduler.watchlist
         self.interval = interval
         self._slots = anyio.Semaphore(concurrency)
         self._changed = anyio.Event()
@@ -103,7 +104,7 @@ class StatusChecker:
     async def round(self, interval: float) -> None:
         """One pass over a snapshot of the watch list, spread over ``interval`` seconds."""
         clock = self._scheduler.clock
-        ids = self._scheduler.job_ids()
+        ids = self._watchlist.job_ids()
         start = clock.monotonic()
         interval = max(interval, len(ids) / MAX_READS_PER_SECOND)
         self._forget_canceling(start)
@@ -143,7 +144,7 @@ class StatusChecker:
             return
         status = result.get("status")
         if status in FINISHED:
-            self._scheduler.drop(job_id, "finished", job_status=status)
+            self._watchlist.drop(job_id, "finished", job_status=status)
         elif status == "canceling" and not self.canceling(job_id):
             self._grace_over(job_id)
 
@@ -163,7 +164,7 @@ class StatusChecker:
     def _grace_over(self, job_id: str) -> None:
         self._timers.pop(job_id, None)
         if job_id in self._scheduler and job_id in self._canceling_since:
-            self._scheduler.drop(job_id, "finished", job_status="canceling")
+            self._watchlist.drop(job_id, "finished", job_status="canceling")
 
     def _forget_canceling(self, now: float) -> None:
         horizon = now - self.canceling_grace - FORGET_AFTER

@@ -11,7 +11,7 @@ renewing, and its claims end by themselves, so heartbeat stops vouching for its 
   once. So nothing runs between expiries, whatever the number of leases.
 * :class:`LeaseKeeper` wires it to the scheduler: one timer (``clock.call_at``) at the
   earliest expiry; when it fires, each expired claim is withdrawn
-  (``scheduler.unwatch(..., reason="expired", source=...)``: the job goes only with its
+  (``watchlist.unwatch(..., reason="expired", source=...)``: the job goes only with its
   last claim), counted per source for ``heartbeat_claims_expired_total{source}``. It
   forgets the leases of jobs that leave the watch list, and converts expiries to wall
   clock for the state file and the control API's ``expires_at``.
@@ -146,6 +146,7 @@ class LeaseKeeper:
 
     def __init__(self, scheduler: Scheduler, *, logger: Any = None) -> None:
         self._scheduler = scheduler
+        self._watchlist = scheduler.watchlist
         self._clock = scheduler.clock
         self.book = Leases()
         self._timer: Timer | None = None
@@ -179,7 +180,7 @@ class LeaseKeeper:
         for job_id, by_source in leases.items():
             for source, wall in by_source.items():
                 if source not in claimed:
-                    claimed[source] = self._scheduler.watchlist.claimed(source)
+                    claimed[source] = self._watchlist.claimed(source)
                 if job_id in claimed[source]:
                     self.book.grant(job_id, source, wall - offset)
         self.fire()
@@ -214,7 +215,7 @@ class LeaseKeeper:
         self._timer = self._timer_at = None
         for job_id, source in self.book.expire(self._clock.monotonic()):
             self.expired[source] += 1
-            self._scheduler.unwatch(job_id, reason=REASON, source=source, log_source=True)
+            self._watchlist.unwatch(job_id, reason=REASON, source=source, log_source=True)
         self._arm()
 
     def _arm(self) -> None:

@@ -50,7 +50,7 @@ async def restore(
     restored = 0
     by_source = await chunked.drain_async(_saved_claims(saved, configured), freeze=True)
     for source, ids in by_source.items():
-        restored += await scheduler.watch_many_async(ids, source)
+        restored += await scheduler.watchlist.watch_many_async(ids, source)
     # A restart is not a renewal; a lease that ended while we were down ends now.
     leases.restore(state.loaded_leases)
     extras = state.loaded_extras

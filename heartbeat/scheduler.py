@@ -2,8 +2,8 @@
 
 Owns the loop and the workers, and wires the parts it holds together:
 
-* the watch list (:mod:`heartbeat.watchlist`: the jobs and their claims; its most used
-  methods are offered here too),
+* the watch list (:mod:`heartbeat.watchlist`: the jobs and their claims, which every
+  other part reads and changes directly: ``scheduler.watchlist``),
 * the deadline heap (:mod:`heartbeat.deadlines`: when each job is next due),
 * the completion (:mod:`heartbeat.completion`: each outcome into a next due time or a
   drop, with the outage and drop rules).
@@ -99,17 +99,6 @@ class Scheduler:
         self.outage = completion.outage
         self.drops = completion.drops
         self._failures = completion.failure_log
-        # The watch list's most used methods, here too: the scheduler is what the
-        # daemon hands around (hb.scheduler.watch_many(...)).
-        self.watch = watchlist.watch
-        self.watch_many = watchlist.watch_many
-        self.watch_many_async = watchlist.watch_many_async
-        self.unwatch = watchlist.unwatch
-        self.drop = watchlist.drop
-        self.job = watchlist.job
-        self.jobs = watchlist.jobs
-        self.job_ids = watchlist.job_ids
-        self.claims = watchlist.claims
         self._in_flight = 0
         #: True while the loop sleeps with every slot busy: it then ignores the heap,
         #: so a worker that frees a slot and finds nothing due must wake it.

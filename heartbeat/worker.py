@@ -89,6 +89,7 @@ class WorkerMonitor:
         self._prober = Prober(settings)
         self._probe = probe if probe is not None else self._prober.probe
         self._scheduler = scheduler
+        self._watchlist = scheduler.watchlist
         self._get_job = get_job
         self._log = logger if logger is not None else structlog.get_logger("heartbeat")
         self._to_read: dict[str, None] = {}  # an ordered set
@@ -191,7 +192,7 @@ class WorkerMonitor:
     def _start_pass(self, previous: Incarnation | None, current: Incarnation) -> None:
         """Read every watched job against ``current``, holding each until it is read."""
         self._generation += 1
-        ids = self._scheduler.job_ids()
+        ids = self._watchlist.job_ids()
         self._pass = _Pass(previous, current, set(ids) if current.start is not None else set())
         self._retry.clear()
         if current.start is not None:
@@ -285,7 +286,7 @@ class WorkerMonitor:
                 started_at=document.get("started_at"),
                 worker_started_at=iso(self.incarnation.start if self.incarnation else None),
             )
-            scheduler.unwatch(job_id, reason=REASON)  # _on_change ends the pass
+            self._watchlist.unwatch(job_id, reason=REASON)  # _on_change ends the pass
             return
         if not isinstance(document, dict):
             # Uncertainty never drops a job: vouch, and read it again later.

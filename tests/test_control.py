@@ -239,7 +239,7 @@ async def test_ids_in_the_path_are_one_percent_encoded_segment(
                 answer = await call("PUT", f"/jobs/{raw}")
                 assert (answer.status, answer.json["id"]) == (201, job_id)
                 assert (await call("GET", f"/jobs/{raw}?pretty")).json["id"] == job_id
-            assert hb.scheduler.job_ids() == [job_id]
+            assert hb.scheduler.watchlist.job_ids() == [job_id]
 
 
 @pytest.mark.parametrize(
@@ -315,7 +315,7 @@ async def test_bulk_watch_is_all_or_nothing(es: ES, sockdir: Path) -> None:
                 bad = await call("POST", "/jobs", {"ids": ["b-2", "", "b-3"]})
                 assert bad.status == 400
                 assert bad.json["error"] == "ids[1]: job id is empty; nothing was changed"
-                assert hb.scheduler.job_ids() == ["b-1"]
+                assert hb.scheduler.watchlist.job_ids() == ["b-1"]
                 for body, message in [
                     (b"not json", "not JSON"),
                     ({"ids": "b-2"}, "expected a JSON object"),
@@ -327,7 +327,7 @@ async def test_bulk_watch_is_all_or_nothing(es: ES, sockdir: Path) -> None:
                 good = await call("POST", "/jobs", {"ids": ["b-1", "b-2", "b-3", "b-2"]})
                 assert good.status == 200
                 assert good.json == {"added": ["b-2", "b-3"], "already_watched": ["b-1"]}
-            assert hb.scheduler.claims() == {
+            assert hb.scheduler.watchlist.claims() == {
                 "b-1": ("config", "control"),
                 "b-2": ("control",),
                 "b-3": ("control",),
@@ -629,7 +629,7 @@ async def test_cli_subprocess_over_socket_and_tcp(es: ES, sockdir: Path, tmp_pat
                 [*cli, "--config", str(config_file), "add", "sub-1"], check=False
             )
             assert (added.returncode, added.stdout) == (0, b"added: sub-1\n")
-            assert hb.scheduler.claims() == {"sub-1": ("control",)}
+            assert hb.scheduler.watchlist.claims() == {"sub-1": ("control",)}
             by_file = await anyio.run_process(
                 [
                     *cli,

@@ -34,7 +34,7 @@ async def test_adding_many_ids_goes_in_batches_under_the_body_limit(es: ES, ids:
         config = make_config(es.url, QUIET, jobs={"ids": ids[:10]}, control={"socket": sock})
         async with running(config, "file", "control") as (hb, _):
             code, out, err = await heartbeat_cli("jobs", "--socket", str(sock), "add", *ids)
-            watched = set(hb.scheduler.claims())
+            watched = set(hb.scheduler.watchlist.claims())
     assert code == 0, err
     assert watched == set(ids)
     lines = out.splitlines()
@@ -71,7 +71,7 @@ async def test_jobs_finds_the_daemon_from_control_listen_and_token_file(
             )
             code, out, err = await heartbeat_cli("jobs", "--config", str(file), "add", "by-listen")
             assert (code, out, err) == (0, "added: by-listen\n", "")
-            assert "by-listen" in hb.scheduler.claims()
+            assert "by-listen" in hb.scheduler.watchlist.claims()
             # Without the token file, the daemon's 401 is reported, naming what to give.
             file.write_text(f"[control]\nlisten = '127.0.0.1:{port}'\n")
             code, _, err = await heartbeat_cli("jobs", "--config", str(file), "list")

@@ -32,7 +32,11 @@ DISCOVERY: Sections = {
 
 
 def discovered(hb: Heartbeat) -> set[str]:
-    return {job_id for job_id, sources in hb.scheduler.claims().items() if "discovery" in sources}
+    return {
+        job_id
+        for job_id, sources in hb.scheduler.watchlist.claims().items()
+        if "discovery" in sources
+    }
 
 
 async def test_watches_exactly_this_hosts_running_jobs_and_lets_go_of_finished_ones(
@@ -56,7 +60,7 @@ async def test_watches_exactly_this_hosts_running_jobs_and_lets_go_of_finished_o
             await until(lambda: discovered(hb) == {stopping, other_connector})
             assert mine not in hb.scheduler
             # Still asked for by [jobs] ids: only discovery's claim was withdrawn.
-            assert hb.scheduler.claims()[both] == ("config",)
+            assert hb.scheduler.watchlist.claims()[both] == ("config",)
     removed = [(e["job_id"], e["reason"]) for e in logs if e["event"] == "job_removed"]
     assert removed == [(mine, "discovery")]
 

@@ -68,7 +68,7 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
     clock = ManualClock(start=T0)
     reads = Reads(clock, {"b": {"status": "canceling"}, "c": {"status": "completed"}})
     scheduler, checker = make(clock, reads, 300.0)
-    scheduler.watch_many(["a", "b", "c"], "test")
+    scheduler.watchlist.watch_many(["a", "b", "c"], "test")
     changes: list[Change] = []
     scheduler.change_observers.append(changes.append)
     with anyio.fail_after(10), capture_logs() as logs:
@@ -81,7 +81,7 @@ async def test_reads_are_spread_over_the_interval_and_finished_jobs_dropped() ->
     # and dropped at 260 (canceling_grace, 60 s); c is finished, so round 2 (from 300)
     # reads only a, at 600.
     assert reads.calls == [(100, "a"), (200, "b"), (300, "c"), (600, "a")]
-    assert scheduler.job_ids() == ["a"]
+    assert scheduler.watchlist.job_ids() == ["a"]
     dropped = [e for e in logs if e["event"] == "job_dropped"]
     assert dropped == [
         {
@@ -111,7 +111,7 @@ async def test_only_a_genuine_not_found_or_a_finished_status_drops() -> None:
     clock = ManualClock(start=T0)
     scheduler, checker = make(clock, Reads(clock, {}), 300.0)
     ids = ["gone", "proxied", "slow", "queued", "canceled", "failed"]
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     with capture_logs() as logs:
         checker.apply("gone", NotFound("connector sync job [gone] not found"))
         assert "gone" in scheduler  # a first 404 marks it (heartbeat.drops)...
@@ -123,7 +123,7 @@ async def test_only_a_genuine_not_found_or_a_finished_status_drops() -> None:
         checker.apply("canceled", {"status": "canceled"})
         checker.apply("failed", {"status": "error"})
         checker.apply("never-watched", {"status": "completed"})
-    assert scheduler.job_ids() == ["proxied", "slow", "queued"]
+    assert scheduler.watchlist.job_ids() == ["proxied", "slow", "queued"]
     dropped = [
         (e["job_id"], e["reason"], e.get("status"), e.get("job_status"))
         for e in logs
@@ -141,7 +141,7 @@ async def test_reads_are_bounded_and_zero_turns_them_off_until_set() -> None:
     reads = Reads(clock, {})
     reads.gate = anyio.Event()
     scheduler, checker = make(clock, reads, 0.0)
-    scheduler.watch_many([f"job-{n}" for n in range(10)], "test")
+    scheduler.watchlist.watch_many([f"job-{n}" for n in range(10)], "test")
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(checker.run)
@@ -163,7 +163,7 @@ async def test_no_reads_while_elasticsearch_is_in_outage_mode() -> None:
     clock = ManualClock(start=T0)
     reads = Reads(clock, {})
     scheduler, checker = make(clock, reads, 10.0)
-    scheduler.watch_many(["a", "b"], "test")
+    scheduler.watchlist.watch_many(["a", "b"], "test")
     scheduler.outage_since = T0
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -195,7 +195,11 @@ async def test_the_daemon_reads_statuses_from_elasticsearch(es: ES) -> None:
     with anyio.fail_after(10), capture_logs() as logs:
         async with Heartbeat(config) as hb:
             await until(lambda: len([r for r in emu.requests if r.action == "get"]) >= 15)
-            assert set(hb.scheduler.job_ids()) == {ids["in_progress"], ids["canceling"], proxied}
+            assert set(hb.scheduler.watchlist.job_ids()) == {
+                ids["in_progress"],
+                ids["canceling"],
+                proxied,
+            }
             new = config.model_copy(
                 update={"schedule": config.schedule.model_copy(update={"status_check_interval": 0})}
             )
@@ -217,10 +221,10 @@ def test_drop_is_public_and_reports_unknown_ids() -> None:
         scheduler = Scheduler(
             check_in, schedule=ScheduleSettings(), backoff_settings=BackoffSettings()
         )
-        scheduler.watch_many(["a"], "config")
-        scheduler.watch("a", "queue")
-        assert scheduler.drop("a", "finished", job_status="completed") is True
-        assert scheduler.drop("a", "finished", job_status="completed") is False
+        scheduler.watchlist.watch_many(["a"], "config")
+        scheduler.watchlist.watch("a", "queue")
+        assert scheduler.watchlist.drop("a", "finished", job_status="completed") is True
+        assert scheduler.watchlist.drop("a", "finished", job_status="completed") is False
         assert len(scheduler) == 0
 
     anyio.run(main)

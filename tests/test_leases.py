@@ -103,14 +103,14 @@ async def test_the_last_claim_expiring_unwatches_and_an_earlier_one_only_goes() 
     )
     keeper = LeaseKeeper(scheduler)
     with capture_logs() as logs:
-        scheduler.watch_many(["a", "b"], "control")
+        scheduler.watchlist.watch_many(["a", "b"], "control")
         keeper.grant(["a", "b"], "control", 120.0)
-        scheduler.watch("b", "queue")
+        scheduler.watchlist.watch("b", "queue")
         await clock.advance(119.0)
         assert "a" in scheduler and "b" in scheduler
         await clock.advance(1.0)
         assert "a" not in scheduler
-        assert scheduler.claims()["b"] == ("queue",)  # only the expired claim went
+        assert scheduler.watchlist.claims()["b"] == ("queue",)  # only the expired claim went
     removed = [e for e in logs if e["event"] == "job_removed"]
     assert removed == [
         {
@@ -209,7 +209,7 @@ async def test_default_ttl_applies_and_a_ttl_of_another_source_does_not_end_a_cl
             # The config's claim is permanent, so the job has no expiry...
             assert (await call("PUT", "/jobs/shared")).json["expires_at"] is None
             # ...and when the control claim (default_ttl) ends, only that claim goes.
-            await until(lambda: hb.scheduler.claims()["shared"] == ("config",), within=5)
+            await until(lambda: hb.scheduler.watchlist.claims()["shared"] == ("config",), within=5)
             assert "shared" in hb.scheduler
 
 

@@ -280,9 +280,9 @@ async def test_tombstones_and_restore_through_the_api_and_the_cli() -> None:
                 emu.create_job(job_id="a/b gone")  # it exists again (or never left)
                 restored = await heartbeat_cli(*jobs, "restore", "a/b gone")
                 assert restored[0] == 0 and "restored" in restored[1]
-                assert hb.scheduler.job("a/b gone") is not None
+                assert hb.scheduler.watchlist.job("a/b gone") is not None
                 assert (await call("GET", "/dropped")).json == {"dropped": []}
-                view = hb.scheduler.job("a/b gone")
+                view = hb.scheduler.watchlist.job("a/b gone")
                 assert view is not None and view.sources == ("control",)
     assert [r.status for r in emu.checkins("a/b gone")][-1] == 200  # checked in again
 
@@ -314,7 +314,7 @@ async def test_last_success_comes_back_after_kill_9(tmp_path: Path) -> None:
                 jobs={"ids": ["job-a"]},
             )
             async with Heartbeat(restarted) as hb:
-                view = hb.scheduler.job("job-a")
+                view = hb.scheduler.watchlist.job("job-a")
                 assert view is not None and view.last_success is not None
                 assert abs(view.last_success - saved) < 0.01
                 await anyio.sleep(max(0.0, 1.1 - (time.time() - saved)))  # > idle_after / 2

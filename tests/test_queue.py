@@ -104,7 +104,11 @@ async def test_watch_and_unwatch_through_the_stream(
             ]:
                 await redis.xadd(stream, {"op": op, "id": job_id})
             await until(lambda: settled(redis, stream))
-            assert hb.scheduler.claims() == {"c": ("config",), "b": ("queue",), "y": ("queue",)}
+            assert hb.scheduler.watchlist.claims() == {
+                "c": ("config",),
+                "b": ("queue",),
+                "y": ("queue",),
+            }
             saved = json.loads((tmp_path / FILENAME).read_text())["jobs"]
             assert saved == {"c": ["config"], "b": ["queue"], "y": ["queue"]}
     removed = {(e["job_id"], e["reason"]) for e in logs if e["event"] == "job_removed"}
@@ -136,7 +140,7 @@ async def test_malformed_entries_go_to_the_dead_stream_and_are_acknowledged(
             ids = [(await redis.xadd(stream, fields)).decode() for fields in bad]
             await redis.xadd(stream, {"op": "watch", "id": "good"})
             await until(lambda: settled(redis, stream))
-            assert hb.scheduler.job_ids() == ["good"]
+            assert hb.scheduler.watchlist.job_ids() == ["good"]
             dead = await redis.xrange(f"{stream}:dead")
             # The source is still reading: a later entry is applied too.
             await redis.xadd(stream, {"op": "watch", "id": "later"})
@@ -221,14 +225,16 @@ async def test_two_daemons_split_the_ids_exactly_by_crc32_shard(
                 await redis.xadd(stream, {"op": "watch", "id": job_id})
             await until(lambda: settled(redis, stream, "g0"))
             await until(lambda: settled(redis, stream, "g1"))
-            assert set(hb0.scheduler.job_ids()) == expected[0]
-            assert set(hb1.scheduler.job_ids()) == expected[1]
+            assert set(hb0.scheduler.watchlist.job_ids()) == expected[0]
+            assert set(hb1.scheduler.watchlist.job_ids()) == expected[1]
             # Unwatch entries are filtered the same way.
             for job_id in ids[:20]:
                 await redis.xadd(stream, {"op": "unwatch", "id": job_id})
             await until(lambda: settled(redis, stream, "g0"))
             await until(lambda: settled(redis, stream, "g1"))
-            remaining = set(hb0.scheduler.job_ids()) | set(hb1.scheduler.job_ids())
+            remaining = set(hb0.scheduler.watchlist.job_ids()) | set(
+                hb1.scheduler.watchlist.job_ids()
+            )
             assert remaining == set(ids[20:])
 
 
@@ -250,7 +256,7 @@ async def test_entries_read_but_not_acknowledged_before_a_crash_are_read_again(
                 make_config(es.url, QUEUE, queue={"url": redis_server.url, "stream": stream}),
                 "queue",
             ) as (hb, _):
-                await until(lambda: {"p1", "p2", "p3"} <= set(hb.scheduler.job_ids()))
+                await until(lambda: {"p1", "p2", "p3"} <= set(hb.scheduler.watchlist.job_ids()))
                 await until(lambda: settled(redis, stream))
                 await redis.xadd(stream, {"op": "watch", "id": "p4"})
                 await until(lambda: "p4" in hb.scheduler)
@@ -288,7 +294,7 @@ async def test_redis_killed_and_restarted_check_ins_go_on(es: ES, tmp_path: Path
                     # The restarted Redis lost everything: the group is created again.
                     await redis.xadd(stream, {"op": "watch", "id": "after"})
                     await until(lambda: "after" in hb.scheduler)
-                assert set(hb.scheduler.job_ids()) == {"steady", "before", "after"}
+                assert set(hb.scheduler.watchlist.job_ids()) == {"steady", "before", "after"}
     finally:
         server.kill()
     events = [e["event"] for e in logs]
@@ -354,11 +360,11 @@ async def test_any_valid_id_travels_the_stream_verbatim(
             for job_id in ids:
                 await redis.xadd(stream, {"op": "watch", "id": job_id})
             await until(lambda: settled(redis, stream))
-            assert sorted(hb.scheduler.job_ids()) == sorted(ids)
+            assert sorted(hb.scheduler.watchlist.job_ids()) == sorted(ids)
             for job_id in ids:
                 await redis.xadd(stream, {"op": "unwatch", "id": job_id})
             await until(lambda: settled(redis, stream))
-            assert hb.scheduler.job_ids() == []
+            assert hb.scheduler.watchlist.job_ids() == []
 
 
 def test_queue_settings_defaults() -> None:

@@ -47,7 +47,7 @@ async def test_queue_claims_with_a_ttl_expire_and_renewals_keep_them(
             await redis.xadd(stream, {"op": "watch", "id": "renewed", "ttl": "1"})
             await redis.xadd(stream, {"op": "watch", "id": "defaulted"})
             await until(lambda: settled(redis, stream))
-            assert {"leased", "renewed", "defaulted"} <= set(hb.scheduler.job_ids())
+            assert {"leased", "renewed", "defaulted"} <= set(hb.scheduler.watchlist.job_ids())
             for _ in range(4):  # renewed every 0.4 s: never expires
                 await anyio.sleep(0.4)
                 await redis.xadd(stream, {"op": "watch", "id": "renewed", "ttl": "1"})

@@ -73,15 +73,15 @@ async def test_chunked_adds_keep_every_id_and_the_same_ramp() -> None:
     chunked, plain = ManualClock(start=1000.0), ManualClock(start=1000.0)
     a, b = scheduler(chunked), scheduler(plain)
     with capture_logs() as logs:
-        assert await a.watch_many_async(IDS, "config", chunk=100) == len(IDS)
-    b.watch_many(IDS, "config")
-    assert a.job_ids() == IDS
-    assert [v.next_due for v in a.jobs()] == [v.next_due for v in b.jobs()]
+        assert await a.watchlist.watch_many_async(IDS, "config", chunk=100) == len(IDS)
+    b.watchlist.watch_many(IDS, "config")
+    assert a.watchlist.job_ids() == IDS
+    assert [v.next_due for v in a.watchlist.jobs()] == [v.next_due for v in b.watchlist.jobs()]
     added = [entry for entry in logs if entry["event"] == "job_added"]
     assert [entry["count"] for entry in added] == [len(IDS)]  # one line for the lot
     # Again: nothing new, and a second source's claim reaches every job.
-    assert await a.watch_many_async(IDS, "control", chunk=100) == 0
-    assert set(a.claims().values()) == {("config", "control")}
+    assert await a.watchlist.watch_many_async(IDS, "control", chunk=100) == 0
+    assert set(a.watchlist.claims().values()) == {("config", "control")}
 
 
 async def test_the_loop_runs_between_chunks() -> None:
@@ -90,7 +90,7 @@ async def test_the_loop_runs_between_chunks() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(sampler.run)
         await anyio.lowlevel.checkpoint()
-        await a.watch_many_async(IDS, "config", chunk=100)
+        await a.watchlist.watch_many_async(IDS, "config", chunk=100)
         sampler.stopped = True
     # 25 chunks: the sampler saw the list after each of the first 24.
     assert {n * 100 for n in range(1, 25)} <= sampler.between(len(IDS))
@@ -133,7 +133,7 @@ async def test_ids_from_the_config_and_the_state_file_are_added_in_chunks(
             tg.start_soon(sampler.run)
             async with hb:
                 hb.scheduler.pause()
-                assert set(hb.scheduler.job_ids()) == {*config_ids, *saved_ids}
+                assert set(hb.scheduler.watchlist.job_ids()) == {*config_ids, *saved_ids}
                 sampler.stopped = True
     between = sampler.between(total)
     # The state file's ids, then the configuration's, ADD_CHUNK (2,000) at a time.
@@ -145,7 +145,7 @@ async def test_a_long_list_leaves_the_garbage_collectors_sight() -> None:
     # blocks of a million-job add (bench/scale.py --adds); frozen objects are skipped.
     a = scheduler(ManualClock(start=1000.0))
     before = gc.get_freeze_count()
-    await a.watch_many_async(IDS, "config", chunk=100)
+    await a.watchlist.watch_many_async(IDS, "config", chunk=100)
     assert gc.get_freeze_count() - before >= 2 * len(IDS)  # each job and its heap entry
 
 
@@ -154,10 +154,10 @@ async def test_renewing_a_long_list_freezes_nothing() -> None:
     # alive at that moment out of the collector's sight each time: in a daemon that runs
     # for months, objects that later become cyclic garbage would never be freed.
     a = scheduler(ManualClock(start=1000.0))
-    await a.watch_many_async(IDS, "config", chunk=100)
+    await a.watchlist.watch_many_async(IDS, "config", chunk=100)
     gc.unfreeze()
-    await a.watch_many_async(IDS, "control", chunk=100)
-    await a.watch_many_async(IDS, "config", chunk=100)
+    await a.watchlist.watch_many_async(IDS, "control", chunk=100)
+    await a.watchlist.watch_many_async(IDS, "config", chunk=100)
     assert gc.get_freeze_count() == 0
     assert len(a) == len(IDS)
 
@@ -168,7 +168,7 @@ def test_equal_due_times_and_left_over_entries_take_each_job_once() -> None:
     # or a second one at the same time, is skipped.
     clock = ManualClock(start=1000.0)
     a = scheduler(clock)
-    a.watch_many(["b", "a", "c"], "config")
+    a.watchlist.watch_many(["b", "a", "c"], "config")
     due = clock.monotonic()
     jobs = {job.id: job for job in a.watchlist.records()}
     for job in jobs.values():

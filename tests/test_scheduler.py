@@ -35,7 +35,7 @@ async def test_success_schedule_is_exact_and_does_not_drift(
     clock: ManualClock, script: Script
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 200)
     assert script.times("job-a") == [0, 60, 120, 180]
@@ -44,7 +44,7 @@ async def test_success_schedule_is_exact_and_does_not_drift(
 async def test_jitter_stays_within_bounds(clock: ManualClock, script: Script) -> None:
     values = iter([0.0, 1.0, 0.0, 1.0])
     scheduler = make(clock, script, rng=lambda: next(values, 0.5), jitter=0.1)
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 200)
     # anchors 60, 120, 180; offsets -6, +6, -6 around them.
@@ -55,8 +55,8 @@ async def test_retry_delays_exact_sequence(clock: ManualClock, script: Script) -
     scheduler = make(clock, script, jitter=0.0)
     limited = Retryable("http", "too many requests", status=429, retry_after=5.0)
     script.script("job-a", UNAVAILABLE, limited, OK)
-    scheduler.watch("job-a")
-    scheduler.watch("job-b")  # succeeds: keeps the cluster out of outage mode
+    scheduler.watchlist.watch("job-a")
+    scheduler.watchlist.watch("job-b")  # succeeds: keeps the cluster out of outage mode
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 61)
     # 0: 503 -> full jitter of 1 s at u=0.5: 0.5 s; 0.5: 429 with Retry-After 5 s
@@ -68,7 +68,7 @@ async def test_not_found_drops_the_job_and_logs_once(clock: ManualClock, script:
     scheduler = make(clock, script)
     gone = NotFound("connector sync job [gone] not found")
     script.script("gone", gone, gone)
-    scheduler.watch("gone")
+    scheduler.watchlist.watch("gone")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 5)
@@ -94,7 +94,7 @@ async def test_not_found_drops_the_job_and_logs_once(clock: ManualClock, script:
 async def test_rejected_drops_the_job(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script)
     script.script("bad", Rejected(400, "request body is not supported"))
-    scheduler.watch("bad")
+    scheduler.watchlist.watch("bad")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 100)
@@ -108,8 +108,8 @@ async def test_misrouted_404_never_drops(clock: ManualClock, script: Script) -> 
     scheduler = make(clock, script, jitter=0.0)
     proxy = Misrouted(404, "404 without X-Elastic-Product: <html>")
     script.script("job-a", proxy, proxy)
-    scheduler.watch("job-a")
-    scheduler.watch("job-b")
+    scheduler.watchlist.watch("job-a")
+    scheduler.watchlist.watch("job-b")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
@@ -126,7 +126,7 @@ async def test_unauthorized_is_logged_once_and_jobs_are_kept(
     denied = Unauthorized(403, "action [...] is unauthorized for API key id [k]")
     script.default = denied
     scheduler = make(clock, script)
-    scheduler.watch_many([f"job-{n}" for n in range(5)], "test")
+    scheduler.watchlist.watch_many([f"job-{n}" for n in range(5)], "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 250)
@@ -143,7 +143,7 @@ async def test_grants_in_due_order_within_the_in_flight_limit(
     scheduler = make(clock, script, max_in_flight=2, ramp_rate=1000.0)
     script.gate = anyio.Event()
     ids = [f"job-{n}" for n in range(6)]
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     async with scheduling(scheduler):
         await clock.advance(1)
         assert [job for _, job in script.calls] == ids[:2]
@@ -159,7 +159,7 @@ async def test_one_request_per_job_even_when_it_outlasts_the_interval(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0, interval=10.0, idle_after=30.0)
     script.gate = anyio.Event()
-    scheduler.watch("slow")
+    scheduler.watchlist.watch("slow")
     async with scheduling(scheduler):
         for _ in range(5):
             await clock.advance(10)
@@ -178,7 +178,7 @@ async def test_a_slot_freed_with_nothing_due_still_wakes_the_loop(
     scheduler = make(clock, script, jitter=0.0, max_in_flight=1, ramp_rate=1.0)
     scheduler.add_periodic(10.0, lambda _now: None)
     script.gate = anyio.Event()
-    scheduler.watch_many(["job-a", "job-b"], "test")
+    scheduler.watchlist.watch_many(["job-a", "job-b"], "test")
     async with scheduling(scheduler):
         await clock.advance(0.5)
         assert scheduler.in_flight == 1
@@ -194,10 +194,10 @@ async def test_a_job_waiting_for_a_slot_goes_as_soon_as_one_frees(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0, max_in_flight=1)
     script.gate = anyio.Event()
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await clock.advance(1)
-        scheduler.watch("job-b")
+        scheduler.watchlist.watch("job-b")
         await clock.advance(1)
         assert script.times("job-b") == []
         script.gate.set()
@@ -210,9 +210,9 @@ async def test_a_job_waiting_for_a_slot_goes_as_soon_as_one_frees(
 
 async def test_a_batch_is_ramped_not_burst(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script, ramp_rate=1000.0)
-    scheduler.watch_many([f"job-{n}" for n in range(10_000)], "test")
+    scheduler.watchlist.watch_many([f"job-{n}" for n in range(10_000)], "test")
     assert scheduler.next_due() == T0
-    dues = sorted(job.next_due for job in scheduler.jobs() if job.next_due is not None)
+    dues = sorted(job.next_due for job in scheduler.watchlist.jobs() if job.next_due is not None)
     offset = clock.wall() - clock.monotonic()
     assert dues[-1] - offset - T0 == pytest.approx(9.999)
     async with scheduling(scheduler):
@@ -230,7 +230,7 @@ async def test_failing_job_gets_three_attempts_before_idle(
     conflict = Retryable("http", "version conflict", status=409, retry_after=600, job_specific=True)
     script.script("job-a", OK, *[conflict] * 20)
     scheduler = make(clock, script, jitter=0.0, rng=lambda: 0.999)
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 299)
     attempts_after_success = [t for t in script.times("job-a") if 0 < t < 300]
@@ -242,7 +242,7 @@ async def test_outage_mode_probes_one_at_a_time_and_recovers_spread(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0, max_in_flight=8)
     ids = [f"job-{n:03}" for n in range(100)]
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 59)  # all checked in once
@@ -283,7 +283,7 @@ async def test_failures_across_jobs_are_aggregated(clock: ManualClock, script: S
     interleaved = [
         x for pair in zip(failing, [f"ok-{n}" for n in range(10)], strict=True) for x in pair
     ]
-    scheduler.watch_many(interleaved, "test")
+    scheduler.watchlist.watch_many(interleaved, "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
@@ -298,21 +298,21 @@ async def test_failures_across_jobs_are_aggregated(clock: ManualClock, script: S
 async def test_unwatch_while_in_flight_stops_the_job(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script)
     script.gate = anyio.Event()
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await clock.advance(0)
-        assert scheduler.unwatch("job-a")
+        assert scheduler.watchlist.unwatch("job-a")
         script.gate.set()
         await run_until(clock, scheduler, 300)
     assert script.times("job-a") == [0]
-    assert scheduler.jobs() == []
+    assert scheduler.watchlist.jobs() == []
 
 
 async def test_shorter_interval_on_reconfigure_takes_effect_at_once(
     clock: ManualClock, script: Script
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
-    scheduler.watch("job-a")
+    scheduler.watchlist.watch("job-a")
     async with scheduling(scheduler):
         await clock.advance(1)
         scheduler.reconfigure(
@@ -345,7 +345,7 @@ async def test_the_readme_pressure_figure(clock: ManualClock, script: Script) ->
         clock=clock,
         rng=rng.random,
     )
-    scheduler.watch_many([f"job-{n:04}" for n in range(1000)], "test")
+    scheduler.watchlist.watch_many([f"job-{n:04}" for n in range(1000)], "test")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 70)
         script.default = REFUSED
@@ -361,7 +361,7 @@ async def test_one_sick_job_backs_off_alone_without_an_outage(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     script.script("sick", *[UNAVAILABLE] * 20)
-    scheduler.watch_many(["sick", "job-b"], "test")
+    scheduler.watchlist.watch_many(["sick", "job-b"], "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
@@ -378,7 +378,7 @@ async def test_failures_from_distinct_jobs_declare_the_outage(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
     script.default = UNAVAILABLE
-    scheduler.watch_many(["job-a", "job-b", "job-c", "job-d"], "test")
+    scheduler.watchlist.watch_many(["job-a", "job-b", "job-c", "job-d"], "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 1)
@@ -396,7 +396,7 @@ async def test_a_404_that_lasts_less_than_drop_confirm_after_drops_nothing(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0, drop_confirm_after=5.0)
     script.script("blip", NotFound("connector sync job [blip] not found"))  # then OK
-    scheduler.watch("blip")
+    scheduler.watchlist.watch("blip")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 61)
@@ -414,7 +414,7 @@ async def test_a_storm_of_404s_drops_nothing_before_idle_after(
 ) -> None:
     scheduler = make(clock, script, jitter=0.0, idle_after=300.0)
     ids = [f"job-{n:02}" for n in range(20)]
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 59)
@@ -443,7 +443,7 @@ async def test_a_few_404s_among_many_jobs_are_dropped_after_confirmation(
     gone = NotFound("connector sync job [x] not found")
     for job_id in ids[:12]:  # a connector deleted with its 12 jobs: not half the list
         script.script(job_id, gone, gone)
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     with capture_logs() as logs:
         async with scheduling(scheduler):
             await run_until(clock, scheduler, 20)
@@ -455,7 +455,7 @@ async def test_the_start_up_ramp_checks_in_the_oldest_success_first(
     clock: ManualClock, script: Script
 ) -> None:
     scheduler = make(clock, script, ramp_rate=10.0)
-    scheduler.watch_many(["fresh", "never", "stale", "older"], "state")
+    scheduler.watchlist.watch_many(["fresh", "never", "stale", "older"], "state")
     wall = clock.wall()
     # As restored from the state file: last successes 10 s, 250 s and 100 s ago.
     scheduler.watchlist.restore_outcome("fresh", wall - 10, 0, None)
@@ -467,5 +467,5 @@ async def test_the_start_up_ramp_checks_in_the_oldest_success_first(
     # Never succeeded first, then the oldest success; 0.1 s apart (ramp_rate 10/s).
     assert [job for _, job in script.calls] == ["never", "stale", "older", "fresh"]
     assert [round(t - T0, 6) for t, _ in script.calls] == [0, 0.1, 0.2, 0.3]
-    view = scheduler.job("fresh")
+    view = scheduler.watchlist.job("fresh")
     assert view is not None and view.consecutive_failures == 0

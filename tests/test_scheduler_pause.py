@@ -12,7 +12,7 @@ async def test_paused_nothing_is_checked_in_and_resume_checks_in_at_once(
     clock: ManualClock, script: Script
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
-    scheduler.watch_many(["a", "b"], "api")
+    scheduler.watchlist.watch_many(["a", "b"], "api")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 121)
         assert script.times("a") == [0.0, 60.0, 120.0]
@@ -32,9 +32,9 @@ async def test_paused_nothing_is_checked_in_and_resume_checks_in_at_once(
 
 async def test_a_held_job_waits_and_the_others_do_not(clock: ManualClock, script: Script) -> None:
     scheduler = make(clock, script, jitter=0.0)
-    scheduler.watch("held", "api")
+    scheduler.watchlist.watch("held", "api")
     assert scheduler.hold("held")
-    scheduler.watch("free", "api")
+    scheduler.watchlist.watch("free", "api")
     assert not scheduler.hold("not-watched")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 90)
@@ -53,7 +53,7 @@ async def test_a_job_held_before_its_due_time_goes_out_on_time_when_released(
     clock: ManualClock, script: Script
 ) -> None:
     scheduler = make(clock, script, jitter=0.0)
-    scheduler.watch("job", "api")
+    scheduler.watchlist.watch("job", "api")
     async with scheduling(scheduler):
         await run_until(clock, scheduler, 10)
         assert script.times("job") == [0.0]

@@ -104,7 +104,7 @@ def test_any_carried_id_goes_through_a_real_file_into_the_watch_list(
             async with anyio.create_task_group() as tg:
                 await tg.start(source.run, hb)
                 tg.cancel_scope.cancel()
-        return hb.scheduler.job_ids()
+        return hb.scheduler.watchlist.job_ids()
 
     assert anyio.run(load) == list(dict.fromkeys(ids))
 
@@ -123,10 +123,10 @@ async def test_file_is_applied_before_started_and_changes_within_two_seconds(
         async with Heartbeat(make_config(es.url, QUIET, jobs={"file": path})) as hb:
             source = FileSource(path)  # the default 1 s polling
             await hb.start(source.run, hb)
-            assert sorted(hb.scheduler.job_ids()) == ["a", "b"]  # before "started"
+            assert sorted(hb.scheduler.watchlist.job_ids()) == ["a", "b"]  # before "started"
             replace(path, "b\nc\n")
             changed_at = anyio.current_time()
-            await until(lambda: sorted(hb.scheduler.job_ids()) == ["b", "c"], within=3)
+            await until(lambda: sorted(hb.scheduler.watchlist.job_ids()) == ["b", "c"], within=3)
             assert anyio.current_time() - changed_at < 2.0
     removed = events(logs, "job_removed")
     assert removed == [
@@ -147,7 +147,7 @@ async def test_an_in_place_rewrite_with_the_same_size_is_seen(es: ES, tmp_path: 
             _,
         ):
             path.write_text("job-b\n")  # same size, same second: mtime_ns tells
-            await until(lambda: hb.scheduler.job_ids() == ["job-b"])
+            await until(lambda: hb.scheduler.watchlist.job_ids() == ["job-b"])
 
 
 async def test_an_id_also_wanted_by_another_source_stays(es: ES, tmp_path: Path) -> None:
@@ -158,9 +158,9 @@ async def test_an_id_also_wanted_by_another_source_stays(es: ES, tmp_path: Path)
         async with running(
             make_config(es.url, QUIET, jobs={"ids": ["shared"], "file": path}), "file", "control"
         ) as (hb, _):
-            assert hb.scheduler.claims()["shared"] == ("config", "file")
+            assert hb.scheduler.watchlist.claims()["shared"] == ("config", "file")
             replace(path, "")
-            await until(lambda: hb.scheduler.claims()["shared"] == ("config",))
+            await until(lambda: hb.scheduler.watchlist.claims()["shared"] == ("config",))
             await anyio.sleep(0.3)
             assert "shared" in hb.scheduler
     assert events(logs, "job_removed") == []
@@ -178,7 +178,7 @@ async def test_a_bad_line_is_logged_with_its_number_and_the_rest_applies(
             hb,
             _,
         ):
-            assert hb.scheduler.job_ids() == ["ok-1", "ok-2"]
+            assert hb.scheduler.watchlist.job_ids() == ["ok-1", "ok-2"]
     [bad] = events(logs, "watch_file_line_invalid")
     assert bad["line"] == 4
     assert bad["path"] == str(path)
@@ -195,7 +195,7 @@ async def test_many_bad_lines_are_counted_not_each_logged(es: ES, tmp_path: Path
             hb,
             _,
         ):
-            assert hb.scheduler.job_ids() == ["ok"]
+            assert hb.scheduler.watchlist.job_ids() == ["ok"]
     assert len(events(logs, "watch_file_line_invalid")) == 10
     assert events(logs, "watch_file_loaded")[0]["invalid_lines"] == 500
 
@@ -213,21 +213,21 @@ async def test_an_unreadable_file_unwatches_nothing_and_is_retried(
             hb,
             _,
         ):
-            assert sorted(hb.scheduler.job_ids()) == ["a", "b"]
+            assert sorted(hb.scheduler.watchlist.job_ids()) == ["a", "b"]
             path.unlink()
             if problem == "directory":
                 path.mkdir()
             elif problem == "not-utf8-is-fine":
                 path.write_bytes(b"a\n\xff\n")  # readable: one bad line, b removed
-                await until(lambda: hb.scheduler.job_ids() == ["a"])
+                await until(lambda: hb.scheduler.watchlist.job_ids() == ["a"])
                 return
             await until(lambda: events(logs, "watch_file_unreadable"))
             await anyio.sleep(0.5)  # several more polls
-            assert sorted(hb.scheduler.job_ids()) == ["a", "b"]
+            assert sorted(hb.scheduler.watchlist.job_ids()) == ["a", "b"]
             if problem == "directory":
                 path.rmdir()
             replace(path, "b\n")
-            await until(lambda: hb.scheduler.job_ids() == ["b"])
+            await until(lambda: hb.scheduler.watchlist.job_ids() == ["b"])
     [unreadable] = events(logs, "watch_file_unreadable")  # once, not once per poll
     assert unreadable["kept"] == 2
     assert unreadable["error"] == (
@@ -246,7 +246,7 @@ async def test_a_file_missing_at_start_is_not_fatal(es: ES, tmp_path: Path) -> N
         ):
             assert len(hb.scheduler) == 0
             replace(path, "late-job\n")
-            await until(lambda: hb.scheduler.job_ids() == ["late-job"])
+            await until(lambda: hb.scheduler.watchlist.job_ids() == ["late-job"])
     assert len(events(logs, "watch_file_unreadable")) == 1
 
 
@@ -264,7 +264,7 @@ async def test_restored_file_ids_are_reconciled_with_the_file(es: ES, tmp_path: 
     path.write_text("keep\n")
     with capture_logs() as logs, anyio.fail_after(10):
         async with running(config, "file", "control") as (hb, _):
-            assert hb.scheduler.claims() == {"keep": ("file",), "mine": ("control",)}
+            assert hb.scheduler.watchlist.claims() == {"keep": ("file",), "mine": ("control",)}
     assert [(e["job_id"], e["reason"]) for e in events(logs, "job_removed")] == [("gone", "source")]
 
 
@@ -296,16 +296,16 @@ async def test_reload_follows_a_new_path_and_rereads(es: ES, tmp_path: Path) -> 
         ) as (hb, sources):
             source = sources["file"]
             await source.reload(make_config(es.url, QUIET, jobs={"file": second}))
-            assert hb.scheduler.job_ids() == ["two"]  # done when reload returns
+            assert hb.scheduler.watchlist.job_ids() == ["two"]  # done when reload returns
             replace(second, "two\nthree\n")
             await source.reload(
                 make_config(es.url, QUIET, jobs={"file": second})
             )  # SIGHUP: re-read now
-            assert hb.scheduler.job_ids() == ["two", "three"]
+            assert hb.scheduler.watchlist.job_ids() == ["two", "three"]
             await source.reload(make_config(es.url, QUIET, jobs={"file": None}))
-            assert hb.scheduler.job_ids() == []
+            assert hb.scheduler.watchlist.job_ids() == []
             await source.reload(make_config(es.url, QUIET, jobs={"file": first}))
-            assert hb.scheduler.job_ids() == ["one"]
+            assert hb.scheduler.watchlist.job_ids() == ["one"]
 
 
 async def test_the_daemon_reads_the_file_and_rereads_it_on_sighup(es: ES, tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ async def test_a_corrupt_state_file_is_kept_aside_and_the_daemon_starts(
     with capture_logs() as logs, anyio.fail_after(10):
         config = make_config(es.url, QUIET, jobs={"ids": ["cfg"]}, state={"dir": state})
         async with running(config, "file", "control") as (hb, _):
-            assert hb.scheduler.job_ids() == ["cfg"]
+            assert hb.scheduler.watchlist.job_ids() == ["cfg"]
             await hb.persisted()
     [corrupt] = events(logs, "state_corrupt")
     aside = Path(str(corrupt["kept_as"]))
@@ -190,7 +190,7 @@ async def test_restore_keeps_each_sources_claims(es: ES, tmp_path: Path) -> None
         config = make_config(es.url, QUIET, jobs={"ids": ["cfg-kept"]}, state={"dir": state})
         async with running(config, "file", "control") as (hb, _):
             # The config is the truth for its own ids; control's claims are kept.
-            assert hb.scheduler.claims() == {
+            assert hb.scheduler.watchlist.claims() == {
                 "cfg-kept": ("config", "control"),
                 "ctl": ("control",),
             }

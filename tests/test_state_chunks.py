@@ -230,14 +230,14 @@ async def test_state_files_of_the_previous_version_load(es: ES, tmp_path: Path) 
     with capture_logs() as logs, anyio.fail_after(30):
         async with hb:
             hb.scheduler.pause()
-            assert hb.scheduler.claims() == {k: tuple(v) for k, v in saved.items()}
+            assert hb.scheduler.watchlist.claims() == {k: tuple(v) for k, v in saved.items()}
             assert hb.leases.expires_at("ctl-00001", ("control",)) == pytest.approx(
                 now + 3600, abs=0.01
             )
             assert hb.leases.expires_at("ctl-00003", ("control",)) is None
             assert hb.identity.remembered == "uuid-remembered"
             assert [t.id for t in hb.dropped()] == ["gone"]
-            view = hb.scheduler.job("ctl-00002")
+            view = hb.scheduler.watchlist.job("ctl-00002")
             assert view is not None
             assert view.consecutive_failures == 2
             assert view.last_error == "http_503: busy"

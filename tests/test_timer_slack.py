@@ -31,7 +31,7 @@ async def test_jobs_due_within_the_slack_are_granted_in_one_wake_up() -> None:
         timer_slack=TIMER_SLACK,
     )
     ids = [f"job-{n:02d}" for n in range(50)]  # due 1 ms apart: 0, 1, ..., 49 ms
-    scheduler.watch_many(ids, "test")
+    scheduler.watchlist.watch_many(ids, "test")
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run)
